@@ -1,0 +1,245 @@
+#include "store/bucket_file.h"
+
+#include <chrono>
+#include <system_error>
+
+#include "schema_sql.h"
+
+namespace aerials::store {
+namespace fs = std::filesystem;
+
+namespace {
+
+int64_t now_ms() {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(
+               std::chrono::system_clock::now().time_since_epoch())
+        .count();
+}
+
+}  // namespace
+
+BucketFile::BucketFile(const fs::path& root, BucketId id, const BucketConnectionSettings& settings)
+    : id_(id), path_((root / id.relative_path()).string()), idle_(static_cast<size_t>(BucketQuery::kCount)) {
+    // Never SQLITE_OPEN_CREATE here: a bucket file that is missing was split
+    // away by another process, and silently creating an empty one would hide
+    // every record it had.
+    try {
+        db_ = sqlite::Database(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX);
+    } catch (const sqlite::Error& e) {
+        std::error_code ec;
+        if (!fs::exists(path_, ec)) throw BucketRetired("bucket file '" + path_ + "' no longer exists");
+        throw;
+    }
+    configure(settings);
+    int64_t version;
+    try {
+        version = db_.query_int("PRAGMA user_version");
+    } catch (const sqlite::Error& e) {
+        throw sqlite::Error(e.code(), "bucket file '" + path_ + "' is damaged: " + e.what());
+    }
+    if (version > schema::kBucketVersion) {
+        throw sqlite::Error(SQLITE_ERROR, "bucket file '" + path_ + "' has schema version " +
+                                              std::to_string(version) + ", newer than this build understands (" +
+                                              std::to_string(schema::kBucketVersion) + ")");
+    }
+    if (!db_.table_exists("bucket")) {
+        if (db_.table_exists("bucket_frozen")) throw BucketRetired("bucket file '" + path_ + "' was split");
+        throw sqlite::Error(SQLITE_CORRUPT, "bucket file '" + path_ + "' is damaged: it has no bucket table");
+    }
+}
+
+BucketFile::~BucketFile() {
+    if (in_txn_) rollback();
+}
+
+void BucketFile::configure(const BucketConnectionSettings& settings) {
+    sqlite3_busy_timeout(db_.get(), settings.busy_timeout_ms);
+    db_.exec("PRAGMA synchronous=" + settings.synchronous + "; PRAGMA cache_size=-1024");
+}
+
+std::unique_ptr<BucketFile> BucketFile::create(const fs::path& root, BucketId id,
+                                               const BucketConnectionSettings& settings) {
+    fs::path path = root / id.relative_path();
+    fs::create_directories(path.parent_path());
+    remove_files(path);
+    {
+        sqlite::Database db(path.string(), SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
+        sqlite3_busy_timeout(db.get(), settings.busy_timeout_ms);
+        db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=" + settings.synchronous);
+        sqlite::Transaction txn(db, "BEGIN IMMEDIATE");
+        db.exec(schema::kBucketSql);
+        sqlite::Statement meta = db.prepare("INSERT INTO bucket_meta(name, value) VALUES (?1, ?2)");
+        auto put = [&](const char* name, int64_t value) {
+            meta.bind(1, std::string_view(name));
+            meta.bind(2, value);
+            meta.run();
+        };
+        put("format", schema::kBucketVersion);
+        put("depth", id.depth);
+        put("prefix", static_cast<int64_t>(id.prefix));
+        put("records", 0);
+        put("split_k", 0);
+        put("created_at", now_ms());
+        txn.commit();
+    }
+    return std::make_unique<BucketFile>(root, id, settings);
+}
+
+void BucketFile::remove_files(const fs::path& path) {
+    std::error_code ec;
+    for (const char* suffix : {"", "-wal", "-shm", "-journal"}) {
+        fs::remove(path.string() + suffix, ec);
+    }
+}
+
+std::string BucketFile::sql_for(BucketQuery query) const {
+    switch (query) {
+        case BucketQuery::kGetOne:
+            return "SELECT key, subkey, value FROM bucket WHERE key=?1 AND subkey=?2";
+        case BucketQuery::kGetKey:
+            return "SELECT key, subkey, value FROM bucket WHERE key=?1";
+        case BucketQuery::kScan:
+            return "SELECT key, subkey, value FROM bucket";
+        case BucketQuery::kInsert:
+            return "INSERT INTO bucket(key, subkey, value) VALUES (?1, ?2, ?3)";
+        case BucketQuery::kInsertOrIgnore:
+            return "INSERT OR IGNORE INTO bucket(key, subkey, value) VALUES (?1, ?2, ?3)";
+        case BucketQuery::kUpdateValue:
+            return "UPDATE bucket SET value=?3 WHERE key=?1 AND subkey=?2";
+        case BucketQuery::kDelete:
+            return "DELETE FROM bucket WHERE key=?1 AND subkey=?2";
+        case BucketQuery::kCount:
+            break;
+    }
+    throw std::logic_error("unknown bucket query");
+}
+
+sqlite::Statement* BucketFile::acquire(BucketQuery query) {
+    auto& pool = idle_[static_cast<size_t>(query)];
+    if (!pool.empty()) {
+        sqlite::Statement* stmt = pool.back().release();
+        pool.pop_back();
+        return stmt;
+    }
+    try {
+        return new sqlite::Statement(db_.prepare(sql_for(query)));
+    } catch (const std::exception& e) {
+        rethrow(e, "prepare");
+    }
+}
+
+void BucketFile::release(BucketQuery query, sqlite::Statement* stmt) {
+    idle_[static_cast<size_t>(query)].emplace_back(stmt);
+}
+
+void BucketFile::rethrow(const std::exception& failure, const char* what) {
+    // A split freezes a bucket by renaming its table in one transaction; every
+    // statement prepared against it then fails to re-prepare. That is the cheap,
+    // race-free signal that our map is stale.
+    bool retired = false;
+    try {
+        retired = !db_.table_exists("bucket") && db_.table_exists("bucket_frozen");
+    } catch (...) {
+    }
+    if (retired) throw BucketRetired("bucket file '" + path_ + "' was split");
+    if (auto* e = dynamic_cast<const sqlite::Error*>(&failure)) {
+        std::string message = e->what();
+        if (message.find(path_) == std::string::npos) message = std::string(what) + " on bucket '" + path_ + "': " + message;
+        throw sqlite::Error(e->code(), message);
+    }
+    throw std::runtime_error(std::string(what) + " on bucket '" + path_ + "': " + failure.what());
+}
+
+void BucketFile::begin(int savepoint_depth) {
+    try {
+        db_.exec("BEGIN IMMEDIATE");
+    } catch (const std::exception& e) {
+        rethrow(e, "begin");
+    }
+    in_txn_ = true;
+    begin_depth_ = savepoint_depth;
+    savepoints_.clear();
+    records_delta_ = 0;
+    // A split may have frozen this bucket after we last used it; now that we
+    // hold the write lock the answer cannot change under us.
+    if (!db_.table_exists("bucket")) {
+        rollback();
+        throw BucketRetired("bucket file '" + path_ + "' was split");
+    }
+}
+
+void BucketFile::flush_counters() {
+    if (!in_txn_ || records_delta_ == 0) return;
+    sqlite::Statement stmt = db_.prepare("UPDATE bucket_meta SET value = value + ?1 WHERE name = 'records'");
+    stmt.bind(1, records_delta_);
+    stmt.run();
+    records_delta_ = 0;
+}
+
+void BucketFile::savepoint(int index) {
+    if (!in_txn_ || (!savepoints_.empty() && savepoints_.back() >= index)) return;
+    flush_counters();
+    db_.exec("SAVEPOINT s" + std::to_string(index));
+    savepoints_.push_back(index);
+}
+
+void BucketFile::release_savepoint(int index) {
+    if (!in_txn_) return;
+    for (size_t i = 0; i < savepoints_.size(); ++i) {
+        if (savepoints_[i] >= index) {
+            db_.exec("RELEASE s" + std::to_string(savepoints_[i]));
+            savepoints_.resize(i);
+            break;
+        }
+    }
+    // Changes made after savepoint `index` now belong to the enclosing level.
+    if (begin_depth_ > index) begin_depth_ = index;
+}
+
+bool BucketFile::rollback_to(int index) {
+    if (!in_txn_) return false;
+    records_delta_ = 0;
+    for (size_t i = 0; i < savepoints_.size(); ++i) {
+        if (savepoints_[i] == index) {
+            db_.exec("ROLLBACK TO s" + std::to_string(index));
+            savepoints_.resize(i + 1);
+            return true;
+        }
+    }
+    if (begin_depth_ > index) {
+        // Everything this bucket did happened after savepoint `index` opened.
+        rollback();
+        return false;
+    }
+    throw std::logic_error("bucket '" + path_ + "' has no savepoint " + std::to_string(index) +
+                           " although it was written before it opened");
+}
+
+void BucketFile::commit() {
+    if (!in_txn_) return;
+    flush_counters();
+    try {
+        db_.exec("COMMIT");
+    } catch (const std::exception& e) {
+        rollback();
+        rethrow(e, "commit");
+    }
+    in_txn_ = false;
+    savepoints_.clear();
+}
+
+void BucketFile::rollback() {
+    if (sqlite3_get_autocommit(db_.get()) == 0) sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+    in_txn_ = false;
+    savepoints_.clear();
+    records_delta_ = 0;
+}
+
+int64_t BucketFile::records() { return db_.query_int("SELECT value FROM bucket_meta WHERE name='records'"); }
+
+int64_t BucketFile::bytes_in_use() {
+    int64_t pages = db_.query_int("PRAGMA page_count") - db_.query_int("PRAGMA freelist_count");
+    return pages * db_.query_int("PRAGMA page_size");
+}
+
+}  // namespace aerials::store

@@ -1,0 +1,30 @@
+// Settings of a store. Every default is stated where it is declared.
+#pragma once
+
+#include <cstdint>
+#include <string>
+
+namespace aerials::store {
+
+// Persisted in the catalog's `settings` table: they belong to the store, so
+// every process splits buckets at the same bounds.
+struct StoreLimits {
+    // A bucket splits once a commit leaves it with more records than this.
+    int64_t max_records = 5000;
+    // ... or with more bytes in use (pages in use times page size).
+    int64_t max_bytes = 16 * 1024 * 1024;
+};
+
+// Per process (per connection): how this process uses the store.
+struct StoreOptions {
+    std::string root;                 // the store directory
+    StoreLimits limits;               // used when the store is created
+    bool limits_given = false;        // true: write `limits` into an existing store
+    int initial_depth = 0;            // a new store starts with 2^initial_depth buckets
+    int max_open = 64;                // bound on open bucket connections (about 3 fds each in WAL)
+    int busy_timeout_ms = 10000;      // how long to wait for another process's lock
+    std::string synchronous = "FULL"; // bucket and catalog PRAGMA synchronous
+    bool create_if_missing = true;
+};
+
+}  // namespace aerials::store

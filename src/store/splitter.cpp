@@ -1,0 +1,131 @@
+#include "store/splitter.h"
+
+#include <xxhash.h>
+
+#include "sqlite/database.h"
+#include "store/crash_point.h"
+#include "store/key_hash.h"
+#include "store/value_codec.h"
+
+namespace aerials::store {
+namespace {
+
+// Children open at once during a split: 2^kMaxSplitWays connections (three file
+// descriptors each in WAL mode).
+constexpr int kMaxSplitWays = 6;
+
+int choose_split_ways(const BucketId& parent, int64_t records, int64_t bytes, const StoreLimits& limits) {
+    // Aim for children about half full, so they do not split again at once.
+    int k = 1;
+    while (k < kMaxSplitWays && parent.depth + k < kMaxDepth &&
+           ((records >> k) > limits.max_records / 2 || (bytes >> k) > limits.max_bytes / 2)) {
+        ++k;
+    }
+    return k;
+}
+
+// Copies every row of `table` in `source` into the 2^k children of `parent`.
+std::vector<BucketMeta> build_children(Catalog& catalog, sqlite::Database& source, const char* table,
+                                       const BucketId& parent, int k, const BucketConnectionSettings& settings,
+                                       std::vector<BucketId>& children) {
+    size_t ways = size_t{1} << k;
+    children.clear();
+    std::vector<std::unique_ptr<BucketFile>> files;
+    std::vector<sqlite::Statement> inserts;
+    std::vector<std::unique_ptr<sqlite::Transaction>> txns;
+    std::vector<int64_t> counts(ways, 0);
+    std::vector<XXH3_state_t*> digests(ways, nullptr);
+    struct DigestFree {
+        std::vector<XXH3_state_t*>& states;
+        ~DigestFree() {
+            for (auto* s : states) XXH3_freeState(s);
+        }
+    } digest_free{digests};
+    for (size_t i = 0; i < ways; ++i) {
+        children.push_back(parent.child(k, i));
+        files.push_back(BucketFile::create(catalog.root(), children.back(), settings));
+        txns.push_back(std::make_unique<sqlite::Transaction>(files.back()->db(), "BEGIN IMMEDIATE"));
+        inserts.push_back(files.back()->db().prepare("INSERT INTO bucket(key, subkey, value) VALUES (?1, ?2, ?3)"));
+        digests[i] = XXH3_createState();
+        XXH3_64bits_reset(digests[i]);
+    }
+    sqlite::Statement rows = source.prepare(std::string("SELECT key, subkey, value FROM ") + table);
+    std::string row_bytes;
+    while (rows.step()) {
+        size_t i = parent.child_index(hash_key(rows.column_value(0)), k);
+        for (int c = 0; c < 3; ++c) inserts[i].bind(c + 1, rows.column_value(c));
+        inserts[i].run();
+        ++counts[i];
+        row_bytes.clear();
+        for (int c = 0; c < 3; ++c) append_value(rows.column_value(c), row_bytes);
+        XXH3_64bits_update(digests[i], row_bytes.data(), row_bytes.size());
+    }
+    rows.reset();
+    std::vector<BucketMeta> metas(ways);
+    for (size_t i = 0; i < ways; ++i) {
+        sqlite::Statement set = files[i]->db().prepare("UPDATE bucket_meta SET value=?1 WHERE name='records'");
+        set.bind(1, counts[i]);
+        set.run();
+        txns[i]->commit();
+        metas[i].records = counts[i];
+        metas[i].bytes = files[i]->bytes_in_use();
+        metas[i].checksum = hex64(XXH3_64bits_digest(digests[i]));
+        metas[i].mtime = unix_ms_now();
+    }
+    return metas;
+}
+
+}  // namespace
+
+SplitOutcome split_if_over_bounds(Catalog& catalog, BucketFile& parent, const BucketConnectionSettings& settings) {
+    SplitOutcome outcome;
+    const BucketId id = parent.id();
+    if (id.depth + 1 > kMaxDepth) return outcome;
+    sqlite::Database& db = parent.db();
+    sqlite::Transaction lock(db, "BEGIN IMMEDIATE");
+    if (!db.table_exists("bucket")) return outcome;  // already frozen by another process
+    int64_t records = parent.records();
+    int64_t bytes = parent.bytes_in_use();
+    const StoreLimits& limits = catalog.limits();
+    if ((records <= limits.max_records && bytes <= limits.max_bytes) || records < 2) return outcome;
+
+    int k = choose_split_ways(id, records, bytes, limits);
+    std::vector<BucketMeta> metas = build_children(catalog, db, "bucket", id, k, settings, outcome.children);
+    crash_point("split:children_built");
+
+    sqlite::Statement mark = db.prepare("UPDATE bucket_meta SET value=?1 WHERE name='split_k'");
+    mark.bind(1, int64_t{k});
+    mark.run();
+    db.exec("ALTER TABLE bucket RENAME TO bucket_frozen");
+    lock.commit();
+    crash_point("split:frozen");
+
+    outcome.split = catalog.replace_bucket(id, outcome.children, metas);
+    crash_point("split:switched");
+    return outcome;
+}
+
+bool finish_frozen_split(Catalog& catalog, const BucketId& parent, const BucketConnectionSettings& settings) {
+    sqlite::Database& cat = catalog.db();
+    sqlite::Transaction catalog_lock(cat, "BEGIN IMMEDIATE");
+    if (!catalog.lists(parent)) return false;
+    std::string path = (catalog.root() / parent.relative_path()).string();
+    sqlite::Database frozen(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX);
+    sqlite3_busy_timeout(frozen.get(), settings.busy_timeout_ms);
+    if (!frozen.table_exists("bucket_frozen")) return false;
+    int k = static_cast<int>(frozen.query_int("SELECT value FROM bucket_meta WHERE name='split_k'"));
+    if (k < 1 || k > kMaxSplitWays) {
+        throw sqlite::Error(SQLITE_CORRUPT, "frozen bucket '" + path + "' records an invalid split_k " + std::to_string(k));
+    }
+    std::vector<BucketId> children;
+    // Holding the catalog's write lock with the parent still listed, no
+    // process can be using any child: they become visible only at the switch.
+    std::vector<BucketMeta> metas = build_children(catalog, frozen, "bucket_frozen", parent, k, settings, children);
+    catalog.replace_bucket_locked(parent, children, metas);
+    catalog_lock.commit();
+    frozen.close();
+    BucketFile::remove_files(path);
+    return true;
+}
+
+}  // namespace aerials::store

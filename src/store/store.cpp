@@ -1,0 +1,202 @@
+#include "store/store.h"
+
+#include <algorithm>
+
+#include "store/splitter.h"
+
+namespace aerials::store {
+
+Store::Store(const StoreOptions& options)
+    : options_(options),
+      catalog_(options),
+      connection_settings_{options.busy_timeout_ms, options.synchronous} {
+    if (options.max_open < 1) throw std::invalid_argument("max_open must be at least 1");
+    reload_map();
+}
+
+Store::~Store() {
+    rollback_all();
+    try {
+        flush_meta();
+    } catch (const std::exception& e) {
+        sqlite3_log(SQLITE_WARNING, "aerials: could not refresh buckets_meta in '%s': %s", root().c_str(), e.what());
+    }
+}
+
+void Store::reload_map() {
+    map_ = catalog_.load_buckets();
+    if (map_.empty()) throw std::runtime_error("catalog in '" + root().string() + "' lists no buckets");
+}
+
+BucketId Store::route(Hash h) const {
+    // The last bucket whose range starts at or below h owns it: ranges tile
+    // the hash space without gaps.
+    auto it = std::upper_bound(map_.begin(), map_.end(), h, [](Hash v, const BucketId& b) { return v < b.lo(); });
+    return *(it - 1);
+}
+
+std::shared_ptr<BucketFile> Store::open(const BucketId& id) {
+    ++stats_.bucket_visits;
+    auto found = lru_index_.find(lru_key(id));
+    if (found != lru_index_.end()) {
+        lru_.splice(lru_.begin(), lru_, found->second);
+        return *found->second;
+    }
+    auto file = std::make_shared<BucketFile>(root(), id, connection_settings_);
+    ++stats_.bucket_opens;
+    lru_.push_front(file);
+    lru_index_[lru_key(id)] = lru_.begin();
+    trim_lru();
+    return file;
+}
+
+void Store::trim_lru() {
+    // Files held elsewhere (a cursor, a transaction) stay open: the bound is
+    // exceeded only while more buckets than max_open are in use at once.
+    auto it = lru_.end();
+    while (lru_.size() > static_cast<size_t>(options_.max_open) && it != lru_.begin()) {
+        --it;
+        if (it->use_count() == 1) {
+            lru_index_.erase(lru_key((*it)->id()));
+            it = lru_.erase(it);
+        }
+    }
+}
+
+void Store::evict(const BucketId& id) {
+    auto found = lru_index_.find(lru_key(id));
+    if (found == lru_index_.end()) return;
+    lru_.erase(found->second);
+    lru_index_.erase(found);
+}
+
+std::vector<BucketId> Store::reload_after(const BucketId& id) {
+    ++stats_.map_reloads;
+    evict(id);
+    reload_map();
+    if (std::find(map_.begin(), map_.end(), id) != map_.end()) {
+        // Still listed although retired: either its splitter died after
+        // freezing it, or the file is missing altogether.
+        std::string path = (root() / id.relative_path()).string();
+        if (!std::filesystem::exists(path)) {
+            throw sqlite::Error(SQLITE_CANTOPEN, "bucket file '" + path + "' is listed in the catalog but missing");
+        }
+        finish_frozen_split(catalog_, id, connection_settings_);
+        reload_map();
+    }
+    std::vector<BucketId> covering;
+    for (const BucketId& b : map_) {
+        if (b.lo() >= id.lo() && b.hi() <= id.hi()) covering.push_back(b);
+    }
+    return covering;
+}
+
+std::shared_ptr<BucketFile> Store::writable(Hash h) {
+    return with_bucket(h, [&](std::shared_ptr<BucketFile>& file) {
+        if (!file->in_transaction()) {
+            file->begin(savepoint_depth_);
+            touched_.push_back(file);
+        }
+        return file;
+    });
+}
+
+void Store::savepoint(int index) {
+    for (auto& file : touched_) file->savepoint(index);
+    savepoint_depth_ = index + 1;
+}
+
+void Store::release(int index) {
+    for (auto& file : touched_) file->release_savepoint(index);
+    savepoint_depth_ = std::min(savepoint_depth_, index);
+}
+
+void Store::rollback_to(int index) {
+    std::vector<std::shared_ptr<BucketFile>> still;
+    for (auto& file : touched_) {
+        if (file->rollback_to(index)) still.push_back(file);
+    }
+    touched_.swap(still);
+    savepoint_depth_ = index + 1;
+}
+
+void Store::commit_all() {
+    // On a failure the buckets not yet committed are rolled back by the
+    // rollback_all() that SQLite's xRollback brings; those already committed stay.
+    while (!touched_.empty()) {
+        std::shared_ptr<BucketFile> file = touched_.front();
+        file->commit();
+        touched_.erase(touched_.begin());
+        to_check_.push_back(file->id());
+        if (std::find(dirty_.begin(), dirty_.end(), file->id()) == dirty_.end()) dirty_.push_back(file->id());
+    }
+    savepoint_depth_ = 0;
+}
+
+void Store::rollback_all() {
+    for (auto& file : touched_) file->rollback();
+    touched_.clear();
+    savepoint_depth_ = 0;
+}
+
+void Store::split_pending() {
+    std::vector<BucketId> check;
+    check.swap(to_check_);
+    const StoreLimits& limits = catalog_.limits();
+    for (const BucketId& id : check) {
+        if (std::find(map_.begin(), map_.end(), id) == map_.end()) continue;
+        try {
+            std::shared_ptr<BucketFile> file = open(id);
+            --stats_.bucket_visits;  // maintenance, not a query's visit
+            if (file->records() <= limits.max_records && file->bytes_in_use() <= limits.max_bytes) continue;
+            SplitOutcome outcome = split_if_over_bounds(catalog_, *file, connection_settings_);
+            std::string path = file->path();
+            file.reset();
+            if (outcome.split) {
+                ++stats_.splits;
+                evict(id);
+                BucketFile::remove_files(path);
+                reload_map();
+                // A child that is still over its bounds (skewed keys) splits again.
+                for (const BucketId& child : outcome.children) to_check_.push_back(child);
+            } else {
+                reload_after(id);
+            }
+        } catch (const BucketRetired&) {
+            reload_after(id);
+        } catch (const std::exception& e) {
+            // The data is committed; a split that fails (another process holds
+            // the lock, a full disk) is retried after the bucket's next commit.
+            sqlite3_log(SQLITE_WARNING, "aerials: split of bucket '%s' deferred: %s", id.relative_path().c_str(),
+                        e.what());
+        }
+    }
+    if (!to_check_.empty()) split_pending();
+}
+
+StoreStats Store::stats() const {
+    StoreStats s = stats_;
+    s.open_now = static_cast<int64_t>(lru_.size());
+    return s;
+}
+
+void Store::flush_meta() {
+    if (dirty_.empty()) return;
+    sqlite::Transaction txn(catalog_.db(), "BEGIN IMMEDIATE");
+    for (const BucketId& id : dirty_) {
+        if (!catalog_.lists(id)) continue;
+        try {
+            std::shared_ptr<BucketFile> file = open(id);
+            BucketMeta meta = catalog_.meta(id);
+            meta.records = file->records();
+            meta.bytes = file->bytes_in_use();
+            meta.mtime = unix_ms_now();
+            catalog_.update_meta(id, meta);
+        } catch (const BucketRetired&) {
+        }
+    }
+    txn.commit();
+    dirty_.clear();
+}
+
+}  // namespace aerials::store

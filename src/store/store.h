@@ -1,0 +1,112 @@
+// A bucket store opened by one SQLite connection: the catalog, the routing
+// map, a bounded LRU of open bucket files, and the write transaction that spans
+// the buckets this connection touched.
+//
+// Threading: a Store is used by one connection, hence one thread at a time.
+#pragma once
+
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "store/bucket_file.h"
+#include "store/catalog.h"
+#include "store/options.h"
+
+namespace aerials::store {
+
+struct StoreStats {
+    int64_t bucket_opens = 0;   // bucket files opened (LRU misses)
+    int64_t bucket_visits = 0;  // bucket accesses made for queries and writes
+    int64_t splits = 0;         // splits this process switched over
+    int64_t map_reloads = 0;    // catalog reloads after meeting a split bucket
+    int64_t open_now = 0;
+};
+
+class Store {
+public:
+    explicit Store(const StoreOptions& options);
+    ~Store();
+    Store(const Store&) = delete;
+    Store& operator=(const Store&) = delete;
+
+    const std::filesystem::path& root() const { return catalog_.root(); }
+    Catalog& catalog() { return catalog_; }
+    const StoreOptions& options() const { return options_; }
+
+    // The routing map, ordered by hash range. Changes when a split is seen.
+    const std::vector<BucketId>& buckets() const { return map_; }
+    BucketId route(Hash h) const;
+
+    // An open bucket file, from the LRU or newly opened. Counts a visit.
+    // Throws BucketRetired when the bucket was split away (see reload_after).
+    std::shared_ptr<BucketFile> open(const BucketId& id);
+    // Called after BucketRetired for `id`: finishes a split its splitter left
+    // half done, reloads the map, and returns the buckets now covering `id`'s range.
+    std::vector<BucketId> reload_after(const BucketId& id);
+
+    // Runs fn(BucketFile&) on the bucket owning `h`, following splits.
+    template <class Fn>
+    auto with_bucket(Hash h, Fn&& fn) {
+        for (int attempt = 0;; ++attempt) {
+            BucketId id = route(h);
+            try {
+                std::shared_ptr<BucketFile> file = open(id);
+                return fn(file);
+            } catch (const BucketRetired&) {
+                if (attempt >= kMaxRetries) throw;
+                reload_after(id);
+            }
+        }
+    }
+
+    // The bucket owning `h`, inside this connection's write transaction
+    // (BEGIN IMMEDIATE on first use).
+    std::shared_ptr<BucketFile> writable(Hash h);
+
+    // Transaction control, idempotent so that several virtual tables sharing
+    // this store may each forward SQLite's calls.
+    void savepoint(int index);
+    void release(int index);
+    void rollback_to(int index);
+    // Commits every touched bucket, one after another: atomic per bucket only
+    // (see README, "What is atomic").
+    void commit_all();
+    void rollback_all();
+    // Splits the buckets the last commit left over their bounds.
+    void split_pending();
+    bool in_transaction() const { return !touched_.empty(); }
+
+    StoreStats stats() const;
+
+    // Writes records, bytes and mtime of buckets written since the last flush
+    // into the catalog's buckets_meta.
+    void flush_meta();
+
+private:
+    static constexpr int kMaxRetries = 16;
+
+    void reload_map();
+    void evict(const BucketId& id);
+    void trim_lru();
+    static uint64_t lru_key(const BucketId& id) { return (uint64_t(id.depth) << 56) ^ id.prefix; }
+
+    StoreOptions options_;
+    Catalog catalog_;
+    BucketConnectionSettings connection_settings_;
+    std::vector<BucketId> map_;
+
+    using LruList = std::list<std::shared_ptr<BucketFile>>;
+    LruList lru_;  // most recent first
+    std::unordered_map<uint64_t, LruList::iterator> lru_index_;
+
+    std::vector<std::shared_ptr<BucketFile>> touched_;  // in a write transaction
+    std::vector<BucketId> to_check_;                    // committed, maybe over bounds
+    std::vector<BucketId> dirty_;                       // written since flush_meta
+    int savepoint_depth_ = 0;
+    StoreStats stats_;
+};
+
+}  // namespace aerials::store

@@ -1,0 +1,14 @@
+// The `aerials` virtual table module: a key-value table over a bucket store.
+#pragma once
+
+#include <memory>
+
+#include "sqlite/api.h"
+#include "vtab/connection_context.h"
+
+namespace aerials::vtab {
+
+// Registers the module "aerials" on `db`.
+int register_kv_module(sqlite3* db, std::shared_ptr<ConnectionContext> context);
+
+}  // namespace aerials::vtab

@@ -1,0 +1,89 @@
+#include "vtab/module_args.h"
+
+#include <cctype>
+#include <charconv>
+#include <stdexcept>
+
+namespace aerials::vtab {
+namespace {
+
+std::string trim(const std::string& s) {
+    size_t b = 0, e = s.size();
+    while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
+    while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
+    return s.substr(b, e - b);
+}
+
+int64_t parse_count(const std::string& name, const std::string& text, int64_t min, int64_t max) {
+    int64_t value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || value < min || value > max) {
+        throw std::invalid_argument(name + " must be an integer from " + std::to_string(min) + " to " +
+                                    std::to_string(max) + ", got '" + text + "'");
+    }
+    return value;
+}
+
+}  // namespace
+
+std::string unquote(const std::string& text) {
+    if (text.size() >= 2 && (text.front() == '\'' || text.front() == '"') && text.back() == text.front()) {
+        char q = text.front();
+        std::string out;
+        for (size_t i = 1; i + 1 < text.size(); ++i) {
+            out.push_back(text[i]);
+            if (text[i] == q && i + 2 < text.size() && text[i + 1] == q) ++i;
+        }
+        return out;
+    }
+    return text;
+}
+
+store::StoreOptions parse_module_args(const std::vector<std::string>& args) {
+    store::StoreOptions options;
+    bool have_root = false;
+    for (const std::string& raw : args) {
+        std::string arg = trim(raw);
+        size_t eq = arg.find('=');
+        if (eq == std::string::npos) {
+            throw std::invalid_argument("argument '" + arg + "' is not of the form name=value");
+        }
+        std::string name = trim(arg.substr(0, eq));
+        std::string value = unquote(trim(arg.substr(eq + 1)));
+        if (name == "root") {
+            if (value.empty()) throw std::invalid_argument("root is empty: give the store directory, e.g. root='data'");
+            options.root = value;
+            have_root = true;
+        } else if (name == "max_records") {
+            options.limits.max_records = parse_count(name, value, 1, int64_t{1} << 40);
+            options.limits_given = true;
+        } else if (name == "max_bytes") {
+            options.limits.max_bytes = parse_count(name, value, 4096, int64_t{1} << 40);
+            options.limits_given = true;
+        } else if (name == "max_open") {
+            options.max_open = static_cast<int>(parse_count(name, value, 1, 1 << 20));
+        } else if (name == "busy_timeout") {
+            options.busy_timeout_ms = static_cast<int>(parse_count(name, value, 0, 3600 * 1000));
+        } else if (name == "initial_buckets") {
+            int64_t n = parse_count(name, value, 1, 65536);
+            int depth = 0;
+            while ((int64_t{1} << depth) < n) ++depth;
+            options.initial_depth = depth;
+        } else if (name == "synchronous") {
+            std::string upper;
+            for (char c : value) upper.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
+            if (upper != "OFF" && upper != "NORMAL" && upper != "FULL" && upper != "EXTRA") {
+                throw std::invalid_argument("synchronous must be OFF, NORMAL, FULL or EXTRA, got '" + value + "'");
+            }
+            options.synchronous = upper;
+        } else {
+            throw std::invalid_argument("unknown argument '" + name +
+                                        "' (known: root, max_records, max_bytes, max_open, busy_timeout, "
+                                        "initial_buckets, synchronous)");
+        }
+    }
+    if (!have_root) throw std::invalid_argument("missing argument root: e.g. USING aerials(root='data')");
+    return options;
+}
+
+}  // namespace aerials::vtab
