@@ -100,6 +100,8 @@ std::string BucketFile::sql_for(BucketQuery query) const {
             return "SELECT key, subkey, value FROM bucket WHERE key=?1";
         case BucketQuery::kScan:
             return "SELECT key, subkey, value FROM bucket";
+        case BucketQuery::kScanSubkey:
+            return "SELECT key, subkey, value FROM bucket WHERE subkey=?1";
         case BucketQuery::kInsert:
             return "INSERT INTO bucket(key, subkey, value) VALUES (?1, ?2, ?3)";
         case BucketQuery::kInsertOrIgnore:

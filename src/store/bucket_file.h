@@ -28,6 +28,7 @@ enum class BucketQuery : int {
     kGetOne,       // ?1 key, ?2 subkey -> key, subkey, value
     kGetKey,       // ?1 key -> key, subkey, value (every subkey)
     kScan,         // -> key, subkey, value
+    kScanSubkey,   // ?1 subkey -> key, subkey, value
     kInsert,       // ?1 key, ?2 subkey, ?3 value; fails on an existing (key, subkey)
     kInsertOrIgnore,
     kUpdateValue,  // ?1 key, ?2 subkey, ?3 value

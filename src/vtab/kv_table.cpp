@@ -233,13 +233,15 @@ bool start_target(KvCursor* cursor) {
         BucketId bucket = point ? cursor->points[i].bucket : cursor->scan_queue[i];
         try {
             std::shared_ptr<BucketFile> file = store.open(bucket);
-            BucketQuery query = !point ? BucketQuery::kScan
-                                : (cursor->plan & kPlanSubkeyEq) ? BucketQuery::kGetOne
-                                                                 : BucketQuery::kGetKey;
+            bool by_subkey = (cursor->plan & kPlanSubkeyEq) != 0;
+            BucketQuery query = point ? (by_subkey ? BucketQuery::kGetOne : BucketQuery::kGetKey)
+                                      : (by_subkey ? BucketQuery::kScanSubkey : BucketQuery::kScan);
             StatementLease lease(file, query);
             if (point) {
                 lease->bind(1, cursor->points[i].key);
-                if (cursor->plan & kPlanSubkeyEq) lease->bind(2, cursor->subkey);
+                if (by_subkey) lease->bind(2, cursor->subkey);
+            } else if (by_subkey) {
+                lease->bind(1, cursor->subkey);
             }
             bool has_row;
             try {
