@@ -162,8 +162,6 @@ void Store::split_pending() {
             } else {
                 reload_after(id);
             }
-        } catch (const BucketRetired&) {
-            reload_after(id);
         } catch (const std::exception& e) {
             // The data is committed; a split that fails (another process holds
             // the lock, a full disk) is retried after the bucket's next commit.

@@ -1,0 +1,909 @@
+// bench_kv: throughput of the aerials key-value table against plain SQLite.
+//
+//   build/bench_kv [--quick] [--only=a,b,c,d,e] [--synchronous=NORMAL]
+//                  [--extension PATH] [--dir DIR] [--autocommit-n N] [--keep]
+//
+// Both sides are driven the same way: prepared statements through the SQL API
+// of a sqlite3 connection of this program's own libsqlite3, in fresh temporary
+// directories, with the same pragmas (journal_mode=WAL and synchronous=FULL, or
+// NORMAL with --synchronous=NORMAL).
+//   aerials:  the extension loaded at run time into the connection, then
+//             CREATE VIRTUAL TABLE kv USING aerials(root='DIR', ...)
+//   sqlite:   CREATE TABLE kv(key TEXT PRIMARY KEY, subkey NOT NULL DEFAULT '', value) WITHOUT ROWID
+// Both run  INSERT INTO kv(key, value) VALUES (?1, ?2)
+//           SELECT value FROM kv WHERE key = ?1
+//           SELECT count(*) FROM kv
+//
+// Workloads (see print_usage): (a) bulk insert in one transaction, (b)
+// autocommit inserts, (c) random point reads, (d) full scans, (e) point reads
+// on a store of few buckets against one of many buckets.
+//
+// Every setup step is timed and printed too, so that no cost is hidden.
+#include <sqlite3.h>
+#include <sys/resource.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cstdarg>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <memory>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+constexpr int kValueBytes = 100;
+constexpr uint64_t kSeed = 0x5eed'a371a15ULL;  // fixed: same data and key sequences on every run
+
+// ---------------------------------------------------------------------------
+// Options
+
+struct Options {
+    std::string extension;          // path of aerials.so
+    std::string parent_dir = "/tmp";
+    std::string synchronous = "FULL";
+    std::string baseline = "key";   // "key" or "key-subkey": the baseline table's primary key
+    bool quick = false;
+    bool keep = false;
+    std::set<char> only = {'a', 'b', 'c', 'd', 'e'};
+
+    int64_t rows = 100'000;          // (a), (c), (d)
+    int64_t autocommit_n = 2'000;    // (b)
+    int64_t reads = 200'000;         // (c)
+    int scans = 5;                   // (d)
+    int64_t e_rows = 100'000;        // (e)
+    int64_t e_reads = 200'000;       // (e), each store
+    int e_few = 128;                 // (e) buckets of the small store
+    int e_many = 16'384;             // (e) buckets of the large store
+    int e_max_open = 20'000;         // (e) max_open of both stores
+    int e_thrash_max_open = 64;      // (e) the information-only run with a small cache
+    int64_t e_thrash_reads = -1;     // (e) reads of that run; -1: same as e_reads
+};
+
+void print_usage() {
+    std::printf(
+        "usage: bench_kv [options]\n"
+        "  --extension PATH      aerials extension to load (default: aerials.so next to this program)\n"
+        "  --dir DIR             parent of the temporary directory (default /tmp); removed at the end\n"
+        "  --keep                keep the temporary directory\n"
+        "  --synchronous=MODE    FULL (default) or NORMAL, on both sides\n"
+        "  --baseline=SCHEMA     key (default): PRIMARY KEY(key); key-subkey: PRIMARY KEY(key, subkey),\n"
+        "                        the schema of one aerials bucket\n"
+        "  --only=a,b,...        run only these workloads\n"
+        "  --quick               a smoke run, about 10x smaller\n"
+        "  --rows N              rows of (a), read by (c) and (d) (default 100000)\n"
+        "  --autocommit-n N      inserts of (b) (default 2000)\n"
+        "  --reads N             point reads of (c) (default 200000)\n"
+        "  --scans N             full scans of (d) (default 5)\n"
+        "  --e-rows N            rows of (e) (default 100000)\n"
+        "  --e-reads N           point reads of (e) per store (default 200000)\n"
+        "  --e-few N             buckets of (e)'s small store (default 128)\n"
+        "  --e-many N            buckets of (e)'s large store (default 16384)\n"
+        "  --e-thrash-reads N    reads of (e)'s max_open=64 run (default: same as --e-reads)\n"
+        "workloads:\n"
+        "  a  inserts in one transaction (BEGIN ... COMMIT), default store settings\n"
+        "  b  autocommit single-row inserts, each its own transaction\n"
+        "  c  uniform random point reads by key on the data of (a)\n"
+        "  d  full scans SELECT count(*) FROM kv on the data of (a) (and, for information,\n"
+        "     SELECT sum(length(value)) FROM kv, which reads every value)\n"
+        "  e  point reads on a store of few buckets against the same rows in many buckets\n");
+}
+
+int64_t parse_int(const std::string& name, const std::string& text, int64_t min) {
+    char* end = nullptr;
+    errno = 0;
+    long long v = std::strtoll(text.c_str(), &end, 10);
+    if (text.empty() || *end != '\0' || errno != 0 || v < min) {
+        throw std::invalid_argument(name + " needs an integer >= " + std::to_string(min) + ", got '" + text + "'");
+    }
+    return v;
+}
+
+fs::path executable_dir() {
+    std::error_code ec;
+    fs::path self = fs::read_symlink("/proc/self/exe", ec);
+    return ec ? fs::current_path() : self.parent_path();
+}
+
+Options parse_options(int argc, char** argv) {
+    Options o;
+    std::optional<int64_t> autocommit_n, rows, reads, scans, e_rows, e_reads, e_few, e_many, e_thrash;
+    for (int i = 1; i < argc; ++i) {
+        std::string arg = argv[i];
+        std::string name = arg, value;
+        bool has_value = false;
+        if (size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+            name = arg.substr(0, eq);
+            value = arg.substr(eq + 1);
+            has_value = true;
+        }
+        auto take = [&]() -> std::string {
+            if (has_value) return value;
+            if (i + 1 >= argc) throw std::invalid_argument(name + " needs a value");
+            return argv[++i];
+        };
+        if (name == "--help" || name == "-h") {
+            print_usage();
+            std::exit(0);
+        } else if (name == "--quick") {
+            o.quick = true;
+        } else if (name == "--keep") {
+            o.keep = true;
+        } else if (name == "--extension") {
+            o.extension = take();
+        } else if (name == "--dir") {
+            o.parent_dir = take();
+        } else if (name == "--synchronous") {
+            std::string v = take();
+            for (char& c : v) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+            if (v != "FULL" && v != "NORMAL") throw std::invalid_argument("--synchronous must be FULL or NORMAL");
+            o.synchronous = v;
+        } else if (name == "--baseline") {
+            o.baseline = take();
+            if (o.baseline != "key" && o.baseline != "key-subkey") {
+                throw std::invalid_argument("--baseline must be key or key-subkey");
+            }
+        } else if (name == "--only") {
+            o.only.clear();
+            std::string v = take();
+            for (char c : v) {
+                if (c == ',' || c == ' ') continue;
+                if (c < 'a' || c > 'e') throw std::invalid_argument(std::string("--only: unknown workload '") + c + "'");
+                o.only.insert(c);
+            }
+            if (o.only.empty()) throw std::invalid_argument("--only needs workloads, e.g. --only=a,c");
+        } else if (name == "--autocommit-n") {
+            autocommit_n = parse_int(name, take(), 1);
+        } else if (name == "--rows") {
+            rows = parse_int(name, take(), 1);
+        } else if (name == "--reads") {
+            reads = parse_int(name, take(), 1);
+        } else if (name == "--scans") {
+            scans = parse_int(name, take(), 1);
+        } else if (name == "--e-rows") {
+            e_rows = parse_int(name, take(), 1);
+        } else if (name == "--e-reads") {
+            e_reads = parse_int(name, take(), 1);
+        } else if (name == "--e-few") {
+            e_few = parse_int(name, take(), 1);
+        } else if (name == "--e-many") {
+            e_many = parse_int(name, take(), 1);
+        } else if (name == "--e-thrash-reads") {
+            e_thrash = parse_int(name, take(), 0);
+        } else {
+            throw std::invalid_argument("unknown option '" + arg + "' (see --help)");
+        }
+    }
+    if (o.quick) {
+        o.rows = 10'000;
+        o.autocommit_n = 200;
+        o.reads = 20'000;
+        o.e_rows = 10'000;
+        o.e_reads = 20'000;
+        o.e_few = 16;
+        o.e_many = 2'048;
+    }
+    if (rows) o.rows = *rows;
+    if (autocommit_n) o.autocommit_n = *autocommit_n;
+    if (reads) o.reads = *reads;
+    if (scans) o.scans = static_cast<int>(*scans);
+    if (e_rows) o.e_rows = *e_rows;
+    if (e_reads) o.e_reads = *e_reads;
+    if (e_few) o.e_few = static_cast<int>(*e_few);
+    if (e_many) o.e_many = static_cast<int>(*e_many);
+    o.e_thrash_reads = e_thrash ? *e_thrash : o.e_reads;
+    if (o.extension.empty()) o.extension = (executable_dir() / "aerials.so").string();
+    return o;
+}
+
+// ---------------------------------------------------------------------------
+// Output
+
+std::string with_commas(int64_t v) {
+    std::string digits = std::to_string(v < 0 ? -v : v), out;
+    for (size_t i = 0; i < digits.size(); ++i) {
+        if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
+        out.push_back(digits[i]);
+    }
+    return v < 0 ? "-" + out : out;
+}
+
+std::string rate(double per_second) { return with_commas(static_cast<int64_t>(per_second + 0.5)); }
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+void line(const char* format, ...) __attribute__((format(printf, 1, 2)));
+void line(const char* format, ...) {
+    va_list args;
+    va_start(args, format);
+    std::vprintf(format, args);
+    va_end(args);
+    std::printf("\n");
+    std::fflush(stdout);
+}
+
+void setup_step(const std::string& what, double seconds) {
+    line("  setup  %-66s %9.3f s", what.c_str(), seconds);
+}
+
+// One row of the final table.
+struct Result {
+    std::string id;
+    std::string name;
+    std::string measured_label;   // e.g. "aerials"
+    double measured = 0;          // ops/s
+    std::string reference_label;  // e.g. "sqlite"
+    double reference = 0;         // ops/s
+    double goal = 0;              // 0: information only
+    std::string unit = "ops/s";
+    double ratio() const { return reference > 0 ? measured / reference : 0; }
+};
+
+std::vector<Result> g_results;
+
+void report(const Result& r) {
+    g_results.push_back(r);
+    std::string goal = r.goal > 0 ? (r.ratio() >= r.goal ? "goal >= " : "MISSES goal >= ") : "information";
+    char goal_text[64];
+    if (r.goal > 0) {
+        std::snprintf(goal_text, sizeof goal_text, "%s%.2f", goal.c_str(), r.goal);
+    } else {
+        std::snprintf(goal_text, sizeof goal_text, "%s", goal.c_str());
+    }
+    line("RESULT %-4s %-42s %s %s %s, %s %s %s, ratio %.3f (%s)", r.id.c_str(), r.name.c_str(),
+         r.measured_label.c_str(), rate(r.measured).c_str(), r.unit.c_str(), r.reference_label.c_str(),
+         rate(r.reference).c_str(), r.unit.c_str(), r.ratio(), goal_text);
+}
+
+// ---------------------------------------------------------------------------
+// SQLite helpers: this program links libsqlite3; the extension uses the same
+// copy through the API table it is given at load time.
+
+class Statement;
+
+class Connection {
+public:
+    explicit Connection(const std::string& path) {
+        int rc = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
+        if (rc != SQLITE_OK) {
+            std::string message = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
+            sqlite3_close_v2(db_);
+            throw std::runtime_error("cannot open '" + path + "': " + message);
+        }
+        sqlite3_extended_result_codes(db_, 1);
+    }
+    ~Connection() {
+        if (db_) sqlite3_close_v2(db_);
+    }
+    Connection(const Connection&) = delete;
+    Connection& operator=(const Connection&) = delete;
+
+    sqlite3* get() const { return db_; }
+
+    void exec(const std::string& sql) {
+        char* err = nullptr;
+        int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
+        if (rc != SQLITE_OK) {
+            std::string message = err ? err : sqlite3_errmsg(db_);
+            sqlite3_free(err);
+            throw std::runtime_error(sql + ": " + message);
+        }
+    }
+
+    std::string query_text(const std::string& sql);
+    int64_t query_int(const std::string& sql);
+
+    void load_extension(const std::string& path) {
+        sqlite3_enable_load_extension(db_, 1);
+        char* err = nullptr;
+        int rc = sqlite3_load_extension(db_, path.c_str(), nullptr, &err);
+        std::string message = err ? err : "";
+        sqlite3_free(err);
+        sqlite3_enable_load_extension(db_, 0);
+        if (rc != SQLITE_OK) {
+            throw std::runtime_error("cannot load extension '" + path + "': " + message +
+                                     " (build the target aerials, or give --extension PATH)");
+        }
+    }
+
+private:
+    sqlite3* db_ = nullptr;
+};
+
+class Statement {
+public:
+    Statement(Connection& conn, const std::string& sql) : db_(conn.get()), sql_(sql) {
+        if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt_, nullptr) != SQLITE_OK) {
+            throw std::runtime_error("prepare " + sql + ": " + sqlite3_errmsg(db_));
+        }
+    }
+    ~Statement() { sqlite3_finalize(stmt_); }
+    Statement(const Statement&) = delete;
+    Statement& operator=(const Statement&) = delete;
+
+    sqlite3_stmt* get() const { return stmt_; }
+
+    // true: a row; false: done. Throws on an error.
+    bool step() {
+        int rc = sqlite3_step(stmt_);
+        if (rc == SQLITE_ROW) return true;
+        if (rc == SQLITE_DONE) return false;
+        fail(rc);
+    }
+    void reset() { sqlite3_reset(stmt_); }
+    [[noreturn]] void fail(int rc) const {
+        throw std::runtime_error(sql_ + ": " + sqlite3_errstr(rc) + ": " + sqlite3_errmsg(db_));
+    }
+
+private:
+    sqlite3* db_;
+    std::string sql_;
+    sqlite3_stmt* stmt_ = nullptr;
+};
+
+std::string Connection::query_text(const std::string& sql) {
+    Statement s(*this, sql);
+    if (!s.step()) return "";
+    const unsigned char* t = sqlite3_column_text(s.get(), 0);
+    return t ? reinterpret_cast<const char*>(t) : "";
+}
+
+int64_t Connection::query_int(const std::string& sql) {
+    Statement s(*this, sql);
+    if (!s.step()) throw std::runtime_error(sql + ": no row");
+    return sqlite3_column_int64(s.get(), 0);
+}
+
+std::string sql_quote(const std::string& text) {
+    std::string out = "'";
+    for (char c : text) {
+        out.push_back(c);
+        if (c == '\'') out.push_back('\'');
+    }
+    return out + "'";
+}
+
+// ---------------------------------------------------------------------------
+// Data: keys 'key:%08d' and 100 random bytes per row, the same on both sides.
+
+uint64_t splitmix64(uint64_t& state) {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
+
+struct Data {
+    std::vector<std::string> keys;
+    std::vector<unsigned char> values;  // kValueBytes per key
+
+    explicit Data(int64_t n) {
+        keys.reserve(static_cast<size_t>(n));
+        char buf[32];
+        for (int64_t i = 0; i < n; ++i) {
+            std::snprintf(buf, sizeof buf, "key:%08" PRId64, i);
+            keys.emplace_back(buf);
+        }
+        values.resize(static_cast<size_t>(n) * kValueBytes);
+        uint64_t state = kSeed;
+        for (size_t i = 0; i < values.size(); i += 8) {
+            uint64_t r = splitmix64(state);
+            std::memcpy(&values[i], &r, std::min<size_t>(8, values.size() - i));
+        }
+    }
+    const unsigned char* value(int64_t i) const { return &values[static_cast<size_t>(i) * kValueBytes]; }
+};
+
+// Uniform random indices in [0, n): the same sequence for every side.
+std::vector<uint32_t> random_indices(int64_t count, int64_t n, uint64_t seed) {
+    std::vector<uint32_t> out(static_cast<size_t>(count));
+    uint64_t state = seed;
+    for (auto& v : out) {
+        // Multiply-shift: unbiased enough for n << 2^32, and deterministic everywhere.
+        v = static_cast<uint32_t>((static_cast<unsigned __int128>(splitmix64(state)) * static_cast<uint64_t>(n)) >> 64);
+    }
+    return out;
+}
+
+// ---------------------------------------------------------------------------
+// The two sides
+
+enum class Side { kAerials, kSqlite };
+
+const char* side_name(Side s) { return s == Side::kAerials ? "aerials" : "sqlite"; }
+
+struct Env {
+    Options options;
+    fs::path tmp;  // the run's temporary directory
+    std::string baseline_sql;
+};
+
+void set_pragmas(Connection& conn, const std::string& synchronous) {
+    std::string mode = conn.query_text("PRAGMA journal_mode=WAL");
+    if (mode != "wal") throw std::runtime_error("journal_mode=WAL refused: " + mode);
+    conn.exec("PRAGMA synchronous=" + synchronous);
+}
+
+// A connection on a side's directory. aerials: DIR/main.db (the connection's
+// own database, which holds the virtual table's definition; same pragmas) and
+// the store in DIR/store. sqlite: DIR/kv.db.
+struct SideHandle {
+    Side side;
+    fs::path dir;
+    std::unique_ptr<Connection> conn;
+    std::string store_root;  // aerials only
+};
+
+// Opens (creating if needed) one side in `dir`. `vtab_args` are extra aerials
+// arguments after root and synchronous. `main_db` names the aerials
+// connection's own database file.
+SideHandle open_side(const Env& env, Side side, const fs::path& dir, const std::string& vtab_args = "",
+                     const std::string& synchronous = "", const std::string& main_db = "main.db") {
+    const std::string sync = synchronous.empty() ? env.options.synchronous : synchronous;
+    fs::create_directories(dir);
+    SideHandle h{side, dir, nullptr, ""};
+    if (side == Side::kSqlite) {
+        h.conn = std::make_unique<Connection>((dir / "kv.db").string());
+        set_pragmas(*h.conn, sync);
+        h.conn->exec(env.baseline_sql);
+        return h;
+    }
+    h.conn = std::make_unique<Connection>((dir / main_db).string());
+    set_pragmas(*h.conn, sync);
+    h.conn->load_extension(env.options.extension);
+    h.store_root = (dir / "store").string();
+    std::string args = "root=" + sql_quote(h.store_root) + ", synchronous=" + sql_quote(sync);
+    if (!vtab_args.empty()) args += ", " + vtab_args;
+    h.conn->exec("CREATE VIRTUAL TABLE IF NOT EXISTS kv USING aerials(" + args + ")");
+    return h;
+}
+
+std::string aerials_stats(SideHandle& h) {
+    if (h.side != Side::kAerials) return "";
+    return h.conn->query_text("SELECT aerials_stats(" + sql_quote(h.store_root) + ")");
+}
+
+// --- the timed operations, identical SQL on both sides ---------------------
+
+// Inserts rows [from, to); in one transaction per `batch` rows (0: autocommit,
+// each row its own transaction). Returns seconds, COMMIT included.
+double insert_rows(Connection& conn, const Data& data, int64_t from, int64_t to, int64_t batch) {
+    Statement insert(conn, "INSERT INTO kv(key, value) VALUES (?1, ?2)");
+    Statement begin(conn, "BEGIN");
+    Statement commit(conn, "COMMIT");
+    auto start = Clock::now();
+    int64_t in_batch = 0;
+    for (int64_t i = from; i < to; ++i) {
+        if (batch > 0 && in_batch == 0) {
+            begin.step();
+            begin.reset();
+        }
+        const std::string& key = data.keys[static_cast<size_t>(i)];
+        sqlite3_bind_text(insert.get(), 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+        sqlite3_bind_blob(insert.get(), 2, data.value(i), kValueBytes, SQLITE_STATIC);
+        insert.step();
+        insert.reset();
+        if (batch > 0 && ++in_batch == batch) {
+            commit.step();
+            commit.reset();
+            in_batch = 0;
+        }
+    }
+    if (batch > 0 && in_batch > 0) {
+        commit.step();
+        commit.reset();
+    }
+    return seconds_since(start);
+}
+
+// Point reads of data.keys[indices[i]]; every value is checked against the
+// bytes written. Returns seconds.
+double point_reads(Connection& conn, const Data& data, const std::vector<uint32_t>& indices) {
+    Statement select(conn, "SELECT value FROM kv WHERE key = ?1");
+    int64_t missing = 0, wrong = 0;
+    auto start = Clock::now();
+    for (uint32_t i : indices) {
+        const std::string& key = data.keys[i];
+        sqlite3_bind_text(select.get(), 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+        if (select.step()) {
+            const void* blob = sqlite3_column_blob(select.get(), 0);
+            int bytes = sqlite3_column_bytes(select.get(), 0);
+            if (bytes != kValueBytes || std::memcmp(blob, data.value(i), kValueBytes) != 0) ++wrong;
+        } else {
+            ++missing;
+        }
+        select.reset();
+    }
+    double seconds = seconds_since(start);
+    if (missing || wrong) {
+        throw std::runtime_error("point reads: " + std::to_string(missing) + " keys missing, " +
+                                 std::to_string(wrong) + " values wrong");
+    }
+    return seconds;
+}
+
+// Runs `sql` (one integer result) `times` times; checks the result.
+double repeated_query(Connection& conn, const std::string& sql, int times, int64_t expect) {
+    Statement stmt(conn, sql);
+    auto start = Clock::now();
+    for (int i = 0; i < times; ++i) {
+        if (!stmt.step()) throw std::runtime_error(sql + ": no row");
+        int64_t got = sqlite3_column_int64(stmt.get(), 0);
+        stmt.reset();
+        if (got != expect) {
+            throw std::runtime_error(sql + ": " + std::to_string(got) + ", expected " + std::to_string(expect));
+        }
+    }
+    return seconds_since(start);
+}
+
+void verify_count(SideHandle& h, int64_t expect) {
+    int64_t n = h.conn->query_int("SELECT count(*) FROM kv");
+    if (n != expect) {
+        throw std::runtime_error(std::string(side_name(h.side)) + ": count(*) is " + std::to_string(n) + ", expected " +
+                                 std::to_string(expect));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Workloads
+
+// (a), or the load that (c) and (d) need when (a) is not run: `rows` inserts
+// in one transaction on a fresh side with default store settings.
+double load_bulk(const Env& env, Side side, const fs::path& dir, const Data& data, int64_t rows, bool as_setup) {
+    auto start = Clock::now();
+    SideHandle h = open_side(env, side, dir);
+    setup_step(std::string("a/") + side_name(side) + ": open, create table", seconds_since(start));
+    double seconds = insert_rows(*h.conn, data, 0, rows, rows);
+    std::string what = std::string("a/") + side_name(side) + ": " + with_commas(rows) +
+                       " inserts, BEGIN ... COMMIT";
+    if (as_setup) setup_step(what + " (load for c, d)", seconds);
+    else line("  time   %-66s %9.3f s", what.c_str(), seconds);
+    start = Clock::now();
+    verify_count(h, rows);
+    setup_step(std::string("a/") + side_name(side) + ": check count(*) (untimed check)", seconds_since(start));
+    if (side == Side::kAerials) line("         aerials stats after load: %s", aerials_stats(h).c_str());
+    return seconds;
+}
+
+void workload_a(const Env& env, const Data& data, bool as_setup) {
+    const int64_t n = env.options.rows;
+    if (!as_setup) line("\n(a) %s inserts of %d-byte values in one transaction, default store settings",
+                        with_commas(n).c_str(), kValueBytes);
+    else line("\n(load) the data of (a) for (c) and (d), as in (a)");
+    double t_aerials = load_bulk(env, Side::kAerials, env.tmp / "a-aerials", data, n, as_setup);
+    double t_sqlite = load_bulk(env, Side::kSqlite, env.tmp / "a-sqlite", data, n, as_setup);
+    if (!as_setup) {
+        report({"a", "insert, one transaction", "aerials", n / t_aerials, "sqlite", n / t_sqlite, 0.5});
+    }
+}
+
+void workload_b(const Env& env, const Data& data) {
+    const int64_t n = env.options.autocommit_n;
+    line("\n(b) %s autocommit single-row inserts (each its own transaction), fresh tables",
+         with_commas(n).c_str());
+    double seconds[2];
+    for (Side side : {Side::kAerials, Side::kSqlite}) {
+        auto start = Clock::now();
+        SideHandle h = open_side(env, side, env.tmp / (std::string("b-") + side_name(side)));
+        setup_step(std::string("b/") + side_name(side) + ": open, create table", seconds_since(start));
+        double s = insert_rows(*h.conn, data, 0, n, 0);
+        line("  time   %-66s %9.3f s", (std::string("b/") + side_name(side) + ": " + with_commas(n) +
+                                           " autocommit inserts").c_str(), s);
+        verify_count(h, n);
+        if (side == Side::kAerials) line("         aerials stats: %s", aerials_stats(h).c_str());
+        seconds[side == Side::kAerials ? 0 : 1] = s;
+    }
+    report({"b", "insert, autocommit", "aerials", n / seconds[0], "sqlite", n / seconds[1], 0.8});
+}
+
+void workload_c(const Env& env, const Data& data) {
+    const int64_t n = env.options.rows, reads = env.options.reads;
+    line("\n(c) %s uniform random point reads over the %s keys of (a), same key sequence on both sides",
+         with_commas(reads).c_str(), with_commas(n).c_str());
+    std::vector<uint32_t> seq = random_indices(reads, n, kSeed + 1);
+    double seconds[2];
+    for (Side side : {Side::kAerials, Side::kSqlite}) {
+        auto start = Clock::now();
+        SideHandle h = open_side(env, side, env.tmp / (std::string("a-") + side_name(side)));
+        setup_step(std::string("c/") + side_name(side) + ": reopen the connection on the data of (a)",
+                   seconds_since(start));
+        double s = point_reads(*h.conn, data, seq);
+        line("  time   %-66s %9.3f s", (std::string("c/") + side_name(side) + ": " + with_commas(reads) +
+                                           " point reads (values checked)").c_str(), s);
+        if (side == Side::kAerials) line("         aerials stats: %s", aerials_stats(h).c_str());
+        seconds[side == Side::kAerials ? 0 : 1] = s;
+    }
+    report({"c", "random point reads", "aerials", reads / seconds[0], "sqlite", reads / seconds[1], 0.5});
+}
+
+void workload_d(const Env& env) {
+    const int64_t n = env.options.rows;
+    const int scans = env.options.scans;
+    line("\n(d) full scans of the %s rows of (a), %d times each; rows/s", with_commas(n).c_str(), scans);
+    struct Query {
+        const char* id;
+        const char* name;
+        std::string sql;
+        int64_t expect;
+    };
+    std::vector<Query> queries = {
+        {"d", "scan: SELECT count(*)", "SELECT count(*) FROM kv", n},
+        {"d2", "scan: SELECT sum(length(value))", "SELECT sum(length(value)) FROM kv", n * kValueBytes},
+    };
+    double seconds[2][2];
+    for (Side side : {Side::kAerials, Side::kSqlite}) {
+        auto start = Clock::now();
+        SideHandle h = open_side(env, side, env.tmp / (std::string("a-") + side_name(side)));
+        setup_step(std::string("d/") + side_name(side) + ": reopen the connection on the data of (a)",
+                   seconds_since(start));
+        for (size_t q = 0; q < queries.size(); ++q) {
+            double s = repeated_query(*h.conn, queries[q].sql, scans, queries[q].expect);
+            line("  time   %-66s %9.3f s", (std::string(queries[q].id) + "/" + side_name(side) + ": " +
+                                               std::to_string(scans) + " x " + queries[q].sql).c_str(), s);
+            seconds[q][side == Side::kAerials ? 0 : 1] = s;
+        }
+    }
+    for (size_t q = 0; q < queries.size(); ++q) {
+        Result r{queries[q].id, queries[q].name, "aerials", n * scans / seconds[q][0], "sqlite",
+                 n * scans / seconds[q][1], 0};
+        r.unit = "rows/s";
+        report(r);
+    }
+}
+
+// --- (e) --------------------------------------------------------------------
+
+// Raises RLIMIT_NOFILE so that `wanted` descriptors fit: the soft limit to the
+// hard limit, and the hard limit too if this process may (root). Returns the
+// soft limit now in force.
+rlim_t raise_fd_limit(rlim_t wanted) {
+    rlimit lim{};
+    getrlimit(RLIMIT_NOFILE, &lim);
+    rlimit before = lim;
+    if (lim.rlim_cur < lim.rlim_max) {
+        lim.rlim_cur = lim.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &lim);
+    }
+    if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < wanted) {
+        rlimit higher{wanted, wanted};
+        if (setrlimit(RLIMIT_NOFILE, &higher) == 0) lim = higher;
+    }
+    getrlimit(RLIMIT_NOFILE, &lim);
+    line("         RLIMIT_NOFILE: soft %llu -> %llu, hard %llu -> %llu (wanted %llu: 3 per open bucket in WAL, plus margin)",
+         (unsigned long long)before.rlim_cur, (unsigned long long)lim.rlim_cur, (unsigned long long)before.rlim_max,
+         (unsigned long long)lim.rlim_max, (unsigned long long)wanted);
+    return lim.rlim_cur;
+}
+
+struct EStore {
+    fs::path dir;
+    int buckets;
+};
+
+// Creates a store of `buckets` buckets (limits that never split) and loads
+// rows [0, rows) into it with synchronous=OFF, in transactions of `batch` rows.
+EStore build_e_store(const Env& env, const Data& data, const std::string& label, int buckets, int max_open,
+                     int64_t batch) {
+    const int64_t rows = env.options.e_rows;
+    EStore s{env.tmp / ("e-" + label), buckets};
+    std::string args = "initial_buckets=" + std::to_string(buckets) +
+                       ", max_records=1000000000, max_open=" + std::to_string(max_open);
+    auto start = Clock::now();
+    SideHandle h = open_side(env, Side::kAerials, s.dir, args, "OFF", "load-main.db");
+    setup_step("e/" + label + ": create store of " + with_commas(buckets) + " buckets (synchronous=OFF)",
+               seconds_since(start));
+    double seconds = insert_rows(*h.conn, data, 0, rows, batch);
+    setup_step("e/" + label + ": load " + with_commas(rows) + " rows, " + with_commas(batch) +
+                   " per transaction (synchronous=OFF)",
+               seconds);
+    std::string stats = aerials_stats(h);
+    start = Clock::now();
+    h.conn.reset();
+    setup_step("e/" + label + ": close the load connection", seconds_since(start));
+    line("         load stats: %s", stats.c_str());
+    return s;
+}
+
+struct EReadOutcome {
+    double seconds = 0;
+    std::string stats;
+};
+
+// Opens a new connection on the store with the default synchronous and
+// `max_open`, optionally reads every key once (warm-up: opens every bucket),
+// then times the point reads.
+EReadOutcome read_e_store(const Env& env, const Data& data, const EStore& s, const std::string& label, int max_open,
+                          const std::vector<uint32_t>& seq, bool warm_up) {
+    std::string main_db = "read-main-" + std::to_string(max_open) + ".db";
+    auto start = Clock::now();
+    SideHandle h = open_side(env, Side::kAerials, s.dir, "max_open=" + std::to_string(max_open), "", main_db);
+    setup_step("e/" + label + ": open a read connection, max_open=" + std::to_string(max_open) + ", synchronous=" +
+                   env.options.synchronous,
+               seconds_since(start));
+    if (warm_up) {
+        std::vector<uint32_t> all(static_cast<size_t>(env.options.e_rows));
+        for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint32_t>(i);
+        double w = point_reads(*h.conn, data, all);
+        setup_step("e/" + label + ": warm-up, every key read once (opens every bucket)", w);
+    }
+    EReadOutcome out;
+    out.seconds = point_reads(*h.conn, data, seq);
+    line("  time   %-66s %9.3f s", ("e/" + label + ": " + with_commas(static_cast<int64_t>(seq.size())) +
+                                     " point reads, max_open=" + std::to_string(max_open)).c_str(),
+         out.seconds);
+    out.stats = aerials_stats(h);
+    line("         aerials stats: %s", out.stats.c_str());
+    return out;
+}
+
+void workload_e(const Env& env, const Data& data) {
+    const Options& o = env.options;
+    line("\n(e) %s random point reads on %s rows: %d buckets against %d buckets (no splits), max_open=%d",
+         with_commas(o.e_reads).c_str(), with_commas(o.e_rows).c_str(), o.e_few, o.e_many, o.e_max_open);
+    line("    both stores are loaded the same way, with synchronous=OFF (bulk load only); the reads run on a new");
+    line("    connection with the defaults (journal_mode=WAL, synchronous=%s), after a warm-up that reads every",
+         o.synchronous.c_str());
+    line("    key once, so that the timed reads measure buckets kept open (the warm-up time is printed too)");
+    // Each open bucket holds its file, -wal and -shm: 3 descriptors.
+    rlim_t limit = raise_fd_limit(static_cast<rlim_t>(o.e_many) * 3 + 256);
+    int max_open = o.e_max_open;
+    int64_t fits = (static_cast<int64_t>(limit) - 256) / 3;
+    if (fits < std::min<int64_t>(max_open, o.e_many)) {
+        max_open = static_cast<int>(std::max<int64_t>(fits, 1));
+        line("         WARNING: only %s buckets fit in %llu descriptors: max_open lowered to %d, so the %d-bucket",
+             with_commas(fits).c_str(), (unsigned long long)limit, max_open, o.e_many);
+        line("         store cannot keep every bucket open and its reads include reopening buckets");
+    }
+    // The load holds every bucket it touched open until COMMIT: one
+    // transaction when every bucket fits, else batches that fit.
+    int64_t batch_many = o.e_many <= max_open ? o.e_rows : max_open;
+    int64_t batch_few = o.e_few <= max_open ? o.e_rows : max_open;
+
+    std::vector<uint32_t> seq = random_indices(o.e_reads, o.e_rows, kSeed + 2);
+    const std::string few_label = std::to_string(o.e_few) + "-buckets";
+    const std::string many_label = std::to_string(o.e_many) + "-buckets";
+
+    EStore few = build_e_store(env, data, few_label, o.e_few, max_open, batch_few);
+    EReadOutcome r_few = read_e_store(env, data, few, few_label, max_open, seq, true);
+    EStore many = build_e_store(env, data, many_label, o.e_many, max_open, batch_many);
+    EReadOutcome r_many = read_e_store(env, data, many, many_label, max_open, seq, true);
+
+    report({"e", "point reads, " + std::to_string(o.e_many) + " vs " + std::to_string(o.e_few) + " buckets",
+            std::to_string(o.e_many) + " buckets", o.e_reads / r_many.seconds, std::to_string(o.e_few) + " buckets",
+            o.e_reads / r_few.seconds, 0.8});
+
+    if (o.e_thrash_reads > 0) {
+        line("    information: the %d-bucket store read with max_open=%d (LRU far smaller than the store; no warm-up,",
+             o.e_many, o.e_thrash_max_open);
+        line("    which could not help), %s reads of the same sequence", with_commas(o.e_thrash_reads).c_str());
+        std::vector<uint32_t> thrash_seq(seq.begin(), seq.begin() + std::min<int64_t>(o.e_thrash_reads, seq.size()));
+        if (static_cast<int64_t>(thrash_seq.size()) < o.e_thrash_reads) {
+            thrash_seq = random_indices(o.e_thrash_reads, o.e_rows, kSeed + 2);
+        }
+        EReadOutcome r_thrash = read_e_store(env, data, many, many_label, o.e_thrash_max_open, thrash_seq, false);
+        report({"e64", "point reads, " + std::to_string(o.e_many) + " buckets, max_open=" +
+                           std::to_string(o.e_thrash_max_open),
+                std::to_string(o.e_many) + " buckets", thrash_seq.size() / r_thrash.seconds,
+                std::to_string(o.e_few) + " buckets", o.e_reads / r_few.seconds, 0});
+    }
+}
+
+// ---------------------------------------------------------------------------
+
+void print_table() {
+    line("\nSummary (ratio = measured / reference; aerials / sqlite for a-d, many / few buckets for e)");
+    line("%-5s %-44s %-18s %14s  %-18s %14s  %7s  %s", "id", "workload", "measured", "rate", "reference", "rate",
+         "ratio", "goal");
+    for (const Result& r : g_results) {
+        char goal[48];
+        if (r.goal > 0) {
+            std::snprintf(goal, sizeof goal, ">= %.2f %s", r.goal, r.ratio() >= r.goal ? "met" : "MISSED");
+        } else {
+            std::snprintf(goal, sizeof goal, "(information)");
+        }
+        line("%-5s %-44s %-18s %14s  %-18s %14s  %7.3f  %s", r.id.c_str(), r.name.c_str(), r.measured_label.c_str(),
+             (rate(r.measured) + " " + r.unit).c_str(), r.reference_label.c_str(),
+             (rate(r.reference) + " " + r.unit).c_str(), r.ratio(), goal);
+    }
+}
+
+int run(const Options& o) {
+    Env env{o, {}, {}};
+    if (!fs::exists(o.extension)) {
+        throw std::runtime_error("extension '" + o.extension + "' not found (build target aerials, or --extension PATH)");
+    }
+    env.baseline_sql = o.baseline == "key"
+                           ? "CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, subkey NOT NULL DEFAULT '', value) "
+                             "WITHOUT ROWID"
+                           : "CREATE TABLE IF NOT EXISTS kv(key NOT NULL, subkey NOT NULL DEFAULT '', value, "
+                             "PRIMARY KEY(key, subkey)) WITHOUT ROWID";
+    std::string pattern = (fs::path(o.parent_dir) / "aerials-bench-XXXXXX").string();
+    std::vector<char> buf(pattern.begin(), pattern.end());
+    buf.push_back('\0');
+    if (!::mkdtemp(buf.data())) {
+        throw std::runtime_error("mkdtemp " + pattern + ": " + std::strerror(errno));
+    }
+    env.tmp = fs::path(buf.data());
+
+    struct Cleanup {
+        const Env& env;
+        ~Cleanup() {
+            if (env.options.keep) {
+                line("\nkept %s", env.tmp.c_str());
+                return;
+            }
+            auto start = Clock::now();
+            std::error_code ec;
+            fs::remove_all(env.tmp, ec);
+            line("\nremoved %s (%.3f s)%s", env.tmp.c_str(), seconds_since(start),
+                 ec ? (" with an error: " + ec.message()).c_str() : "");
+        }
+    } cleanup{env};
+
+    char host[256] = "?";
+    gethostname(host, sizeof host);
+    line("bench_kv: aerials key-value table against plain SQLite%s", o.quick ? " (--quick: a smoke run)" : "");
+    line("  sqlite %s (this program's libsqlite3; the extension runs on it), host %s, %ld CPUs", sqlite3_libversion(),
+         host, sysconf(_SC_NPROCESSORS_ONLN));
+    line("  extension  %s", o.extension.c_str());
+    line("  directory  %s (fresh subdirectories per workload and side)", env.tmp.c_str());
+    line("  pragmas    both sides: journal_mode=WAL, synchronous=%s; other pragmas at their defaults",
+         o.synchronous.c_str());
+    line("             aerials: on its connection's own main.db, and aerials(..., synchronous='%s') for the",
+         o.synchronous.c_str());
+    line("             catalog and every bucket (buckets set cache_size=-1024 themselves)");
+    line("  aerials    CREATE VIRTUAL TABLE kv USING aerials(root='DIR/store', synchronous='%s'[, ...])",
+         o.synchronous.c_str());
+    line("  sqlite     %s", env.baseline_sql.c_str());
+    line("  SQL        INSERT INTO kv(key, value) VALUES (?1, ?2) / SELECT value FROM kv WHERE key = ?1 (prepared)");
+    line("  data       keys 'key:%%08d' inserted in ascending order, values %d random bytes bound as blobs", kValueBytes);
+    line("             (the same bytes on both sides, fixed seed); every read value is compared with what was written");
+    line("  order      aerials first, then sqlite, in each workload");
+
+    Data data(std::max({o.rows, o.autocommit_n, o.e_rows}));
+
+    bool need_a_data = o.only.count('c') || o.only.count('d');
+    if (o.only.count('a')) workload_a(env, data, false);
+    else if (need_a_data) workload_a(env, data, true);
+    if (o.only.count('b')) workload_b(env, data);
+    if (o.only.count('c')) workload_c(env, data);
+    if (o.only.count('d')) workload_d(env);
+    if (o.only.count('e')) workload_e(env, data);
+
+    print_table();
+    bool all_met = true;
+    for (const Result& r : g_results) {
+        if (r.goal > 0 && r.ratio() < r.goal) all_met = false;
+    }
+    line("%s", all_met ? "every goal met" : "some goals MISSED (see the table)");
+    return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    try {
+        Options o = parse_options(argc, argv);
+        return run(o);
+    } catch (const std::exception& e) {
+        std::fflush(stdout);
+        std::fprintf(stderr, "bench_kv: %s\n", e.what());
+        return 1;
+    }
+}

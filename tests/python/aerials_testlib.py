@@ -1,0 +1,158 @@
+"""Shared helpers for the aerials Python integration tests.
+
+Run the tests with Debian's /usr/bin/python3 (its sqlite3 module can load
+extensions; the pyenv python3 on PATH cannot), from tests/python:
+
+    AERIALS_EXTENSION=/path/to/build/aerials.so PYTHONPATH=/path/to/python \\
+        /usr/bin/python3 -m unittest -v test_kv_sql
+
+ctest sets that environment for every tests/python/test_*.py.
+"""
+
+import json
+import os
+import sqlite3
+import tempfile
+import unittest
+
+import aerials
+
+DEBIAN_PYTHON = "/usr/bin/python3"
+FULL_RANGE_END = 0xFFFFFFFFFFFFFFFF
+
+
+def extension_file():
+    """The extension's file name with its .so suffix (for tools that want it)."""
+    path = aerials.loadable_path()
+    return path if path.endswith(".so") else path + ".so"
+
+
+def sql_quote(text):
+    """`text` as an SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
+def connect(database=":memory:"):
+    """A connection in autocommit mode (transactions only where the test
+    writes BEGIN) with the extension loaded."""
+    conn = sqlite3.connect(database, isolation_level=None)
+    try:
+        aerials.load(conn)
+    except BaseException:
+        conn.close()
+        raise
+    return conn
+
+
+def module_arguments(root, **options):
+    args = ["root=" + sql_quote(root)]
+    args += ["%s=%s" % (name, value) for name, value in options.items()]
+    return ", ".join(args)
+
+
+class AerialsTestCase(unittest.TestCase):
+    """Gives each test a fresh temporary directory; `self.root` is a store
+    root inside it (not created: CREATE VIRTUAL TABLE creates it)."""
+
+    def setUp(self):
+        super().setUp()
+        tmp = tempfile.TemporaryDirectory(prefix="aerials-test-")
+        self.addCleanup(tmp.cleanup)
+        self.tmp = tmp.name
+        self.root = os.path.join(self.tmp, "store")
+
+    # --- connections and tables -------------------------------------------
+
+    def connect(self, database=":memory:"):
+        """A connection closed at the end of the test (before the temporary
+        directory is removed)."""
+        conn = connect(database)
+        self.addCleanup(conn.close)
+        return conn
+
+    def create_kv(self, conn, name="kv", root=None, **options):
+        conn.execute("CREATE VIRTUAL TABLE %s USING aerials(%s)"
+                     % (name, module_arguments(root or self.root, **options)))
+
+    def new_kv(self, name="kv", root=None, **options):
+        """A new in-memory connection with a kv table on the store."""
+        conn = self.connect()
+        self.create_kv(conn, name=name, root=root, **options)
+        return conn
+
+    # --- reading ----------------------------------------------------------
+
+    @staticmethod
+    def all_rows(conn, table="kv"):
+        """Every (key, subkey, value) row, as a set (rows are unique)."""
+        rows = conn.execute("SELECT key, subkey, value FROM %s" % table).fetchall()
+        return rows
+
+    @staticmethod
+    def typed(conn, sql, params=()):
+        """Rows of `sql`, each column as (typeof, value): makes type checks
+        exact (Python compares 5 == 5.0 == True)."""
+        out = []
+        for row in conn.execute(sql, params).fetchall():
+            out.append(tuple((type(v).__name__, v) for v in row))
+        return out
+
+    # --- store introspection ----------------------------------------------
+
+    def stats(self, conn, root=None):
+        text = conn.execute("SELECT aerials_stats(?)", (root or self.root,)).fetchone()[0]
+        return json.loads(text)
+
+    def visits(self, conn, sql, params=(), root=None):
+        """(rows, number of bucket visits `sql` made)."""
+        before = self.stats(conn, root)["bucket_visits"]
+        rows = conn.execute(sql, params).fetchall()
+        after = self.stats(conn, root)["bucket_visits"]
+        return rows, after - before
+
+    def buckets(self, conn, root=None):
+        cursor = conn.execute("SELECT * FROM aerials_buckets(?)", (root or self.root,))
+        names = [d[0] for d in cursor.description]
+        return [dict(zip(names, row)) for row in cursor.fetchall()]
+
+    def assert_tiling(self, buckets):
+        """The buckets' [lo, hi] ranges (hi inclusive) cover the hash space
+        0..ffffffffffffffff exactly: no gap, no overlap."""
+        self.assertTrue(buckets, "no buckets listed")
+        ranges = sorted((int(b["lo"], 16), int(b["hi"], 16), b["bucket"]) for b in buckets)
+        self.assertEqual(ranges[0][0], 0, "first bucket does not start at 0: %r" % (ranges[0],))
+        self.assertEqual(ranges[-1][1], FULL_RANGE_END, "last bucket does not end at ffff...: %r" % (ranges[-1],))
+        for (lo, hi, name), (next_lo, next_hi, next_name) in zip(ranges, ranges[1:]):
+            self.assertLessEqual(lo, hi, "bucket %s has lo > hi" % name)
+            self.assertEqual(next_lo, hi + 1, "buckets %s [%x, %x] and %s [%x, %x] leave a gap or overlap"
+                             % (name, lo, hi, next_name, next_lo, next_hi))
+
+    def bucket_file_rows(self, root, bucket_path):
+        """The records stored in one bucket file, read through a separate
+        read-only SQLite connection (never by opening the file by hand)."""
+        uri = "file:%s?mode=ro" % os.path.join(root, bucket_path)
+        conn = sqlite3.connect(uri, uri=True)
+        try:
+            return conn.execute("SELECT key, subkey, value FROM bucket").fetchall()
+        finally:
+            conn.close()
+
+    def bucket_files_on_disk(self, root=None):
+        """Relative paths of the bucket files under the root (the catalog
+        aerial.sq3 excluded)."""
+        root = root or self.root
+        found = set()
+        for dirpath, _dirs, files in os.walk(root):
+            for name in files:
+                if name.endswith(".sq3"):
+                    rel = os.path.relpath(os.path.join(dirpath, name), root)
+                    if rel != "aerial.sq3":
+                        found.add(rel)
+        return found
+
+    def assert_sql_error(self, conn, sql, fragment, error=sqlite3.Error, params=()):
+        """Running `sql` fails with `error` whose message contains `fragment`."""
+        with self.assertRaises(error) as caught:
+            conn.execute(sql, params).fetchall()
+        self.assertIn(fragment, str(caught.exception))
+        return caught.exception
