@@ -110,6 +110,12 @@ std::string BucketFile::sql_for(BucketQuery query) const {
             return "UPDATE bucket SET value=?3 WHERE key=?1 AND subkey=?2";
         case BucketQuery::kDelete:
             return "DELETE FROM bucket WHERE key=?1 AND subkey=?2";
+        case BucketQuery::kAddRecords:
+            return "UPDATE bucket_meta SET value = value + ?1 WHERE name = 'records'";
+        case BucketQuery::kRecords:
+            return "SELECT value FROM bucket_meta WHERE name = 'records'";
+        case BucketQuery::kPagesInUse:
+            return "SELECT (SELECT page_count FROM pragma_page_count) - (SELECT freelist_count FROM pragma_freelist_count)";
         case BucketQuery::kCount:
             break;
     }
@@ -172,9 +178,15 @@ void BucketFile::begin(int savepoint_depth) {
 
 void BucketFile::flush_counters() {
     if (!in_txn_ || records_delta_ == 0) return;
-    sqlite::Statement stmt = db_.prepare("UPDATE bucket_meta SET value = value + ?1 WHERE name = 'records'");
-    stmt.bind(1, records_delta_);
-    stmt.run();
+    sqlite::Statement* stmt = acquire(BucketQuery::kAddRecords);
+    stmt->bind(1, records_delta_);
+    try {
+        stmt->run();
+    } catch (...) {
+        release(BucketQuery::kAddRecords, stmt);
+        throw;
+    }
+    release(BucketQuery::kAddRecords, stmt);
     records_delta_ = 0;
 }
 
@@ -237,11 +249,25 @@ void BucketFile::rollback() {
     records_delta_ = 0;
 }
 
-int64_t BucketFile::records() { return db_.query_int("SELECT value FROM bucket_meta WHERE name='records'"); }
+int64_t BucketFile::query_cached(BucketQuery query) {
+    sqlite::Statement* stmt = acquire(query);
+    int64_t value = 0;
+    try {
+        value = stmt->step() ? stmt->column_int(0) : 0;
+        stmt->reset();
+    } catch (...) {
+        release(query, stmt);
+        throw;
+    }
+    release(query, stmt);
+    return value;
+}
+
+int64_t BucketFile::records() { return query_cached(BucketQuery::kRecords); }
 
 int64_t BucketFile::bytes_in_use() {
-    int64_t pages = db_.query_int("PRAGMA page_count") - db_.query_int("PRAGMA freelist_count");
-    return pages * db_.query_int("PRAGMA page_size");
+    if (page_size_ == 0) page_size_ = db_.query_int("PRAGMA page_size");
+    return query_cached(BucketQuery::kPagesInUse) * page_size_;
 }
 
 }  // namespace aerials::store

@@ -33,6 +33,9 @@ enum class BucketQuery : int {
     kInsertOrIgnore,
     kUpdateValue,  // ?1 key, ?2 subkey, ?3 value
     kDelete,       // ?1 key, ?2 subkey
+    kAddRecords,   // ?1 delta to the records counter
+    kRecords,      // -> the records counter
+    kPagesInUse,   // -> page_count - freelist_count
     kCount
 };
 
@@ -87,6 +90,7 @@ public:
 
 private:
     std::string sql_for(BucketQuery query) const;
+    int64_t query_cached(BucketQuery query);
     void configure(const BucketConnectionSettings& settings);
 
     BucketId id_;
@@ -98,6 +102,7 @@ private:
     int begin_depth_ = 0;
     std::vector<int> savepoints_;  // held savepoint indices, ascending
     int64_t records_delta_ = 0;
+    int64_t page_size_ = 0;
 };
 
 // Returns the checked-out statement to its pool on every path.
