@@ -70,7 +70,7 @@ struct Options {
     int e_many = 16'384;             // (e) buckets of the large store
     int e_max_open = 20'000;         // (e) max_open of both stores
     int e_thrash_max_open = 64;      // (e) the information-only run with a small cache
-    int64_t e_thrash_reads = -1;     // (e) reads of that run; -1: same as e_reads
+    int64_t e_thrash_reads = -1;     // (e) reads of that run; -1: a tenth of e_reads (each read may open a bucket)
 };
 
 void print_usage() {
@@ -92,7 +92,8 @@ void print_usage() {
         "  --e-reads N           point reads of (e) per store (default 200000)\n"
         "  --e-few N             buckets of (e)'s small store (default 128)\n"
         "  --e-many N            buckets of (e)'s large store (default 16384)\n"
-        "  --e-thrash-reads N    reads of (e)'s max_open=64 run (default: same as --e-reads)\n"
+        "  --e-thrash-reads N    reads of (e)'s max_open=64 run, 0 to skip it (default: a tenth of --e-reads,\n"
+        "                        as nearly every read reopens a bucket file)\n"
         "workloads:\n"
         "  a  inserts in one transaction (BEGIN ... COMMIT), default store settings\n"
         "  b  autocommit single-row inserts, each its own transaction\n"
@@ -204,7 +205,7 @@ Options parse_options(int argc, char** argv) {
     if (e_reads) o.e_reads = *e_reads;
     if (e_few) o.e_few = static_cast<int>(*e_few);
     if (e_many) o.e_many = static_cast<int>(*e_many);
-    o.e_thrash_reads = e_thrash ? *e_thrash : o.e_reads;
+    o.e_thrash_reads = e_thrash ? *e_thrash : std::max<int64_t>(1, o.e_reads / 10);
     if (o.extension.empty()) o.extension = (executable_dir() / "aerials.so").string();
     return o;
 }
@@ -238,7 +239,7 @@ void line(const char* format, ...) {
 }
 
 void setup_step(const std::string& what, double seconds) {
-    line("  setup  %-66s %9.3f s", what.c_str(), seconds);
+    line("  setup  %-74s %9.3f s", what.c_str(), seconds);
 }
 
 // One row of the final table.
@@ -513,11 +514,12 @@ double insert_rows(Connection& conn, const Data& data, int64_t from, int64_t to,
 
 // Point reads of data.keys[indices[i]]; every value is checked against the
 // bytes written. Returns seconds.
-double point_reads(Connection& conn, const Data& data, const std::vector<uint32_t>& indices) {
+double point_reads(Connection& conn, const Data& data, const uint32_t* begin, const uint32_t* end) {
     Statement select(conn, "SELECT value FROM kv WHERE key = ?1");
     int64_t missing = 0, wrong = 0;
     auto start = Clock::now();
-    for (uint32_t i : indices) {
+    for (const uint32_t* p = begin; p != end; ++p) {
+        const uint32_t i = *p;
         const std::string& key = data.keys[i];
         sqlite3_bind_text(select.get(), 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
         if (select.step()) {
@@ -535,6 +537,10 @@ double point_reads(Connection& conn, const Data& data, const std::vector<uint32_
                                  std::to_string(wrong) + " values wrong");
     }
     return seconds;
+}
+
+double point_reads(Connection& conn, const Data& data, const std::vector<uint32_t>& indices) {
+    return point_reads(conn, data, indices.data(), indices.data() + indices.size());
 }
 
 // Runs `sql` (one integer result) `times` times; checks the result.
@@ -560,6 +566,26 @@ void verify_count(SideHandle& h, int64_t expect) {
     }
 }
 
+// Splits [0, total) into `rounds` slices and runs each slice on side 0 and on
+// side 1, alternating which goes first, so that both sides meet the same
+// conditions of a shared machine (other processes, fsync latency that drifts).
+// run(side, from, to) returns the seconds it measured. Returns the total
+// seconds per side.
+template <class Run>
+std::pair<double, double> interleaved(int64_t total, int rounds, Run&& run) {
+    double seconds[2] = {0, 0};
+    rounds = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(rounds, total)));
+    for (int r = 0; r < rounds; ++r) {
+        int64_t from = total * r / rounds, to = total * (r + 1) / rounds;
+        int first = r % 2;
+        seconds[first] += run(first, from, to);
+        seconds[1 - first] += run(1 - first, from, to);
+    }
+    return {seconds[0], seconds[1]};
+}
+
+constexpr int kRounds = 10;
+
 // ---------------------------------------------------------------------------
 // Workloads
 
@@ -573,7 +599,7 @@ double load_bulk(const Env& env, Side side, const fs::path& dir, const Data& dat
     std::string what = std::string("a/") + side_name(side) + ": " + with_commas(rows) +
                        " inserts, BEGIN ... COMMIT";
     if (as_setup) setup_step(what + " (load for c, d)", seconds);
-    else line("  time   %-66s %9.3f s", what.c_str(), seconds);
+    else line("  time   %-74s %9.3f s", what.c_str(), seconds);
     start = Clock::now();
     verify_count(h, rows);
     setup_step(std::string("a/") + side_name(side) + ": check count(*) (untimed check)", seconds_since(start));
@@ -595,47 +621,56 @@ void workload_a(const Env& env, const Data& data, bool as_setup) {
 
 void workload_b(const Env& env, const Data& data) {
     const int64_t n = env.options.autocommit_n;
-    line("\n(b) %s autocommit single-row inserts (each its own transaction), fresh tables",
-         with_commas(n).c_str());
-    double seconds[2];
+    line("\n(b) %s autocommit single-row inserts (each its own transaction), fresh tables;", with_commas(n).c_str());
+    line("    the two sides take turns in %d rounds of %s inserts, alternating which goes first", kRounds,
+         with_commas(n / kRounds).c_str());
+    SideHandle h[2];
     for (Side side : {Side::kAerials, Side::kSqlite}) {
         auto start = Clock::now();
-        SideHandle h = open_side(env, side, env.tmp / (std::string("b-") + side_name(side)));
+        h[side == Side::kAerials ? 0 : 1] = open_side(env, side, env.tmp / (std::string("b-") + side_name(side)));
         setup_step(std::string("b/") + side_name(side) + ": open, create table", seconds_since(start));
-        double s = insert_rows(*h.conn, data, 0, n, 0);
-        line("  time   %-66s %9.3f s", (std::string("b/") + side_name(side) + ": " + with_commas(n) +
-                                           " autocommit inserts").c_str(), s);
-        verify_count(h, n);
-        if (side == Side::kAerials) line("         aerials stats: %s", aerials_stats(h).c_str());
-        seconds[side == Side::kAerials ? 0 : 1] = s;
     }
-    report({"b", "insert, autocommit", "aerials", n / seconds[0], "sqlite", n / seconds[1], 0.8});
+    auto [t_aerials, t_sqlite] = interleaved(n, kRounds, [&](int side, int64_t from, int64_t to) {
+        return insert_rows(*h[side].conn, data, from, to, 0);
+    });
+    for (int side = 0; side < 2; ++side) {
+        line("  time   %-74s %9.3f s", (std::string("b/") + side_name(h[side].side) + ": " + with_commas(n) +
+                                           " autocommit inserts").c_str(), side == 0 ? t_aerials : t_sqlite);
+        verify_count(h[side], n);
+    }
+    line("         aerials stats: %s", aerials_stats(h[0]).c_str());
+    report({"b", "insert, autocommit", "aerials", n / t_aerials, "sqlite", n / t_sqlite, 0.8});
 }
 
 void workload_c(const Env& env, const Data& data) {
     const int64_t n = env.options.rows, reads = env.options.reads;
-    line("\n(c) %s uniform random point reads over the %s keys of (a), same key sequence on both sides",
+    line("\n(c) %s uniform random point reads over the %s keys of (a), same key sequence on both sides;",
          with_commas(reads).c_str(), with_commas(n).c_str());
+    line("    the two sides take turns in %d rounds, alternating which goes first", kRounds);
     std::vector<uint32_t> seq = random_indices(reads, n, kSeed + 1);
-    double seconds[2];
+    SideHandle h[2];
     for (Side side : {Side::kAerials, Side::kSqlite}) {
         auto start = Clock::now();
-        SideHandle h = open_side(env, side, env.tmp / (std::string("a-") + side_name(side)));
+        h[side == Side::kAerials ? 0 : 1] = open_side(env, side, env.tmp / (std::string("a-") + side_name(side)));
         setup_step(std::string("c/") + side_name(side) + ": reopen the connection on the data of (a)",
                    seconds_since(start));
-        double s = point_reads(*h.conn, data, seq);
-        line("  time   %-66s %9.3f s", (std::string("c/") + side_name(side) + ": " + with_commas(reads) +
-                                           " point reads (values checked)").c_str(), s);
-        if (side == Side::kAerials) line("         aerials stats: %s", aerials_stats(h).c_str());
-        seconds[side == Side::kAerials ? 0 : 1] = s;
     }
-    report({"c", "random point reads", "aerials", reads / seconds[0], "sqlite", reads / seconds[1], 0.5});
+    auto [t_aerials, t_sqlite] = interleaved(reads, kRounds, [&](int side, int64_t from, int64_t to) {
+        return point_reads(*h[side].conn, data, seq.data() + from, seq.data() + to);
+    });
+    for (int side = 0; side < 2; ++side) {
+        line("  time   %-74s %9.3f s", (std::string("c/") + side_name(h[side].side) + ": " + with_commas(reads) +
+                                           " point reads (values checked)").c_str(), side == 0 ? t_aerials : t_sqlite);
+    }
+    line("         aerials stats: %s", aerials_stats(h[0]).c_str());
+    report({"c", "random point reads", "aerials", reads / t_aerials, "sqlite", reads / t_sqlite, 0.5});
 }
 
 void workload_d(const Env& env) {
     const int64_t n = env.options.rows;
     const int scans = env.options.scans;
-    line("\n(d) full scans of the %s rows of (a), %d times each; rows/s", with_commas(n).c_str(), scans);
+    line("\n(d) full scans of the %s rows of (a), %d times each, the sides taking turns scan by scan; rows/s",
+         with_commas(n).c_str(), scans);
     struct Query {
         const char* id;
         const char* name;
@@ -646,22 +681,23 @@ void workload_d(const Env& env) {
         {"d", "scan: SELECT count(*)", "SELECT count(*) FROM kv", n},
         {"d2", "scan: SELECT sum(length(value))", "SELECT sum(length(value)) FROM kv", n * kValueBytes},
     };
-    double seconds[2][2];
+    SideHandle h[2];
     for (Side side : {Side::kAerials, Side::kSqlite}) {
         auto start = Clock::now();
-        SideHandle h = open_side(env, side, env.tmp / (std::string("a-") + side_name(side)));
+        h[side == Side::kAerials ? 0 : 1] = open_side(env, side, env.tmp / (std::string("a-") + side_name(side)));
         setup_step(std::string("d/") + side_name(side) + ": reopen the connection on the data of (a)",
                    seconds_since(start));
-        for (size_t q = 0; q < queries.size(); ++q) {
-            double s = repeated_query(*h.conn, queries[q].sql, scans, queries[q].expect);
-            line("  time   %-66s %9.3f s", (std::string(queries[q].id) + "/" + side_name(side) + ": " +
-                                               std::to_string(scans) + " x " + queries[q].sql).c_str(), s);
-            seconds[q][side == Side::kAerials ? 0 : 1] = s;
-        }
     }
-    for (size_t q = 0; q < queries.size(); ++q) {
-        Result r{queries[q].id, queries[q].name, "aerials", n * scans / seconds[q][0], "sqlite",
-                 n * scans / seconds[q][1], 0};
+    for (const Query& q : queries) {
+        auto [t_aerials, t_sqlite] = interleaved(scans, scans, [&](int side, int64_t from, int64_t to) {
+            return repeated_query(*h[side].conn, q.sql, static_cast<int>(to - from), q.expect);
+        });
+        for (int side = 0; side < 2; ++side) {
+            line("  time   %-74s %9.3f s", (std::string(q.id) + "/" + side_name(h[side].side) + ": " +
+                                               std::to_string(scans) + " x " + q.sql).c_str(),
+                 side == 0 ? t_aerials : t_sqlite);
+        }
+        Result r{q.id, q.name, "aerials", n * scans / t_aerials, "sqlite", n * scans / t_sqlite, 0};
         r.unit = "rows/s";
         report(r);
     }
@@ -744,7 +780,7 @@ EReadOutcome read_e_store(const Env& env, const Data& data, const EStore& s, con
     }
     EReadOutcome out;
     out.seconds = point_reads(*h.conn, data, seq);
-    line("  time   %-66s %9.3f s", ("e/" + label + ": " + with_commas(static_cast<int64_t>(seq.size())) +
+    line("  time   %-74s %9.3f s", ("e/" + label + ": " + with_commas(static_cast<int64_t>(seq.size())) +
                                      " point reads, max_open=" + std::to_string(max_open)).c_str(),
          out.seconds);
     out.stats = aerials_stats(h);
@@ -791,7 +827,9 @@ void workload_e(const Env& env, const Data& data) {
     if (o.e_thrash_reads > 0) {
         line("    information: the %d-bucket store read with max_open=%d (LRU far smaller than the store; no warm-up,",
              o.e_many, o.e_thrash_max_open);
-        line("    which could not help), %s reads of the same sequence", with_commas(o.e_thrash_reads).c_str());
+        line("    which could not help), the first %s reads of the same sequence (fewer reads: nearly each one reopens",
+             with_commas(o.e_thrash_reads).c_str());
+        line("    a bucket file; the rate is what matters)");
         std::vector<uint32_t> thrash_seq(seq.begin(), seq.begin() + std::min<int64_t>(o.e_thrash_reads, seq.size()));
         if (static_cast<int64_t>(thrash_seq.size()) < o.e_thrash_reads) {
             thrash_seq = random_indices(o.e_thrash_reads, o.e_rows, kSeed + 2);

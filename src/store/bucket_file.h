@@ -131,6 +131,15 @@ public:
         }
         file_.reset();
     }
+    // Steps the statement; a failure becomes BucketRetired (the bucket was
+    // split) or an error naming the bucket's path and `what` was being done.
+    bool step(const char* what) {
+        try {
+            return stmt_->step();
+        } catch (const std::exception& e) {
+            file_->rethrow(e, what);
+        }
+    }
     sqlite::Statement& operator*() const { return *stmt_; }
     sqlite::Statement* operator->() const { return stmt_; }
     explicit operator bool() const { return stmt_ != nullptr; }

@@ -90,24 +90,14 @@ void Catalog::create_store(const StoreOptions& options) {
     limits_ = options.limits;
     write_limits(options.limits);
     BucketConnectionSettings settings{busy_timeout_ms_, synchronous_};
-    sqlite::Statement add = db_.prepare(
-        "INSERT INTO buckets(name, path, depth, prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)");
-    sqlite::Statement add_meta =
-        db_.prepare("INSERT INTO buckets_meta(name, mtime) VALUES (?1, ?2)");
     uint64_t count = uint64_t{1} << options.initial_depth;
     for (uint64_t prefix = 0; prefix < count; ++prefix) {
         BucketId id{options.initial_depth, prefix};
         // Leftovers of a creation that crashed before this commit are replaced.
         BucketFile::create(root_, id, settings);
-        add.bind(1, id.name());
-        add.bind(2, id.relative_path());
-        add.bind(3, int64_t{id.depth});
-        add.bind(4, static_cast<int64_t>(id.prefix));
-        add.bind(5, unix_ms_now());
-        add.run();
-        add_meta.bind(1, id.name());
-        add_meta.bind(2, unix_ms_now());
-        add_meta.run();
+        BucketMeta meta;
+        meta.mtime = unix_ms_now();
+        add_bucket_row(id, meta);
     }
     txn.commit();
 }
@@ -204,19 +194,20 @@ bool Catalog::replace_bucket_locked(const BucketId& parent, const std::vector<Bu
     sqlite::Statement drop = db_.prepare("DELETE FROM buckets WHERE name=?1");
     drop.bind(1, parent.name());
     drop.run();
+    for (size_t i = 0; i < children.size(); ++i) add_bucket_row(children[i], children_meta[i]);
+    return true;
+}
+
+void Catalog::add_bucket_row(const BucketId& id, const BucketMeta& meta) {
     sqlite::Statement add = db_.prepare(
         "INSERT INTO buckets(name, path, depth, prefix, created_at) VALUES (?1, ?2, ?3, ?4, ?5)");
-    for (size_t i = 0; i < children.size(); ++i) {
-        const BucketId& child = children[i];
-        add.bind(1, child.name());
-        add.bind(2, child.relative_path());
-        add.bind(3, int64_t{child.depth});
-        add.bind(4, static_cast<int64_t>(child.prefix));
-        add.bind(5, unix_ms_now());
-        add.run();
-        update_meta(child, children_meta[i]);
-    }
-    return true;
+    add.bind(1, id.name());
+    add.bind(2, id.relative_path());
+    add.bind(3, int64_t{id.depth});
+    add.bind(4, static_cast<int64_t>(id.prefix));
+    add.bind(5, unix_ms_now());
+    add.run();
+    update_meta(id, meta);
 }
 
 }  // namespace aerials::store

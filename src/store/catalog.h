@@ -53,6 +53,7 @@ private:
     void create_store(const StoreOptions& options);
     void load_settings();
     void write_limits(const StoreLimits& limits);
+    void add_bucket_row(const BucketId& id, const BucketMeta& meta);
 
     std::filesystem::path root_;
     sqlite::Database db_;

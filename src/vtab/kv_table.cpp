@@ -243,12 +243,7 @@ bool start_target(KvCursor* cursor) {
             } else if (by_subkey) {
                 lease->bind(1, cursor->subkey);
             }
-            bool has_row;
-            try {
-                has_row = lease->step();
-            } catch (const std::exception& e) {
-                file->rethrow(e, "read");
-            }
+            bool has_row = lease.step("read");
             ++cursor->next_target;
             if (has_row) {
                 cursor->lease = std::move(lease);
@@ -270,13 +265,7 @@ bool start_target(KvCursor* cursor) {
 // Moves to the next row: within the current statement, else the next target.
 void advance(KvCursor* cursor) {
     if (cursor->lease) {
-        bool has_row;
-        try {
-            has_row = cursor->lease->step();
-        } catch (const std::exception& e) {
-            cursor->lease.file().rethrow(e, "read");
-        }
-        if (has_row) return;
+        if (cursor->lease.step("read")) return;
         cursor->lease.reset();
     }
     cursor->eof = !start_target(cursor);
@@ -361,6 +350,16 @@ std::string table_column(const KvTable* table, const char* columns) { return tab
 
 // Inserts one record in the owning bucket under the statement's conflict mode.
 // Returns SQLITE_OK, or SQLITE_CONSTRAINT with the message set.
+// Sets the value of an existing record.
+void update_value(const std::shared_ptr<BucketFile>& owner, sqlite3_value* key,
+                  sqlite3_value* subkey, sqlite3_value* value) {
+    StatementLease update(owner, BucketQuery::kUpdateValue);
+    update->bind(1, key);
+    update->bind(2, subkey);
+    update->bind(3, value);
+    update.step("update");
+}
+
 int insert_record(KvTable* table, sqlite3_value* key, sqlite3_value* subkey, sqlite3_value* value, int on_conflict) {
     store::Store& store = *table->store;
     std::shared_ptr<BucketFile> file = store.writable(store::hash_key(key));
@@ -368,11 +367,7 @@ int insert_record(KvTable* table, sqlite3_value* key, sqlite3_value* subkey, sql
     insert->bind(1, key);
     insert->bind(2, subkey);
     insert->bind(3, value);
-    try {
-        insert->step();
-    } catch (const std::exception& e) {
-        file->rethrow(e, "insert");
-    }
+    insert.step("insert");
     if (sqlite3_changes(file->db().get()) > 0) {
         file->add_records(1);
         return SQLITE_OK;
@@ -380,15 +375,7 @@ int insert_record(KvTable* table, sqlite3_value* key, sqlite3_value* subkey, sql
     insert.reset();
     if (on_conflict == SQLITE_IGNORE) return SQLITE_OK;
     if (on_conflict == SQLITE_REPLACE) {
-        StatementLease update(file, BucketQuery::kUpdateValue);
-        update->bind(1, key);
-        update->bind(2, subkey);
-        update->bind(3, value);
-        try {
-            update->step();
-        } catch (const std::exception& e) {
-            file->rethrow(e, "update");
-        }
+        update_value(file, key, subkey, value);
         return SQLITE_OK;
     }
     set_error(table, "UNIQUE constraint failed: " + table_column(table, "key") + ", " +
@@ -406,11 +393,7 @@ int delete_record(KvTable* table, sqlite3_value* pk) {
     StatementLease del(file, BucketQuery::kDelete);
     store::bind_encoded_key(*del, 1, id.key);
     store::bind_encoded_key(*del, 2, id.subkey);
-    try {
-        del->step();
-    } catch (const std::exception& e) {
-        file->rethrow(e, "delete");
-    }
+    del.step("delete");
     int removed = sqlite3_changes(file->db().get());
     file->add_records(-removed);
     return removed;
@@ -451,15 +434,7 @@ int kv_update(sqlite3_vtab* vtab, int argc, sqlite3_value** argv, sqlite3_int64*
         if (old_id == new_id) {
             store::Store& store = *table->store;
             std::shared_ptr<BucketFile> file = store.writable(store::hash_key(key));
-            StatementLease update(file, BucketQuery::kUpdateValue);
-            update->bind(1, key);
-            update->bind(2, subkey);
-            update->bind(3, value);
-            try {
-                update->step();
-            } catch (const std::exception& e) {
-                file->rethrow(e, "update");
-            }
+            update_value(file, key, subkey, value);
             return SQLITE_OK;
         }
         int rc = insert_record(table, key, subkey, value, on_conflict);

@@ -10,6 +10,7 @@ ctest sets that environment for every tests/python/test_*.py.
 """
 
 import json
+import math
 import os
 import sqlite3
 import tempfile
@@ -42,6 +43,26 @@ def connect(database=":memory:"):
         conn.close()
         raise
     return conn
+
+
+def exact(value):
+    """A comparable form of an SQLite value that keeps its type: Python says
+    5 == 5.0 and 0.0 == -0.0, SQLite types do not."""
+    if isinstance(value, float):
+        return ("real", value, math.copysign(1.0, value))
+    if isinstance(value, int):
+        return ("integer", value)
+    if isinstance(value, str):
+        return ("text", value)
+    if isinstance(value, bytes):
+        return ("blob", value)
+    if value is None:
+        return ("null",)
+    raise TypeError("not an SQLite value: %r" % (value,))
+
+
+def exact_rows(rows):
+    return [tuple(exact(v) for v in row) for row in rows]
 
 
 def module_arguments(root, **options):
@@ -84,18 +105,13 @@ class AerialsTestCase(unittest.TestCase):
 
     @staticmethod
     def all_rows(conn, table="kv"):
-        """Every (key, subkey, value) row, as a set (rows are unique)."""
-        rows = conn.execute("SELECT key, subkey, value FROM %s" % table).fetchall()
-        return rows
+        """Every (key, subkey, value) row, in scan order."""
+        return conn.execute("SELECT key, subkey, value FROM %s" % table).fetchall()
 
     @staticmethod
     def typed(conn, sql, params=()):
-        """Rows of `sql`, each column as (typeof, value): makes type checks
-        exact (Python compares 5 == 5.0 == True)."""
-        out = []
-        for row in conn.execute(sql, params).fetchall():
-            out.append(tuple((type(v).__name__, v) for v in row))
-        return out
+        """Rows of `sql`, each value in its exact() form."""
+        return exact_rows(conn.execute(sql, params).fetchall())
 
     # --- store introspection ----------------------------------------------
 
