@@ -10,11 +10,6 @@ namespace fs = std::filesystem;
 
 namespace {
 
-int64_t now_ms() {
-    return std::chrono::duration_cast<std::chrono::milliseconds>(
-               std::chrono::system_clock::now().time_since_epoch())
-        .count();
-}
 
 }  // namespace
 
@@ -55,34 +50,6 @@ BucketFile::~BucketFile() {
 void BucketFile::configure(const BucketConnectionSettings& settings) {
     sqlite3_busy_timeout(db_.get(), settings.busy_timeout_ms);
     db_.exec("PRAGMA synchronous=" + settings.synchronous + "; PRAGMA cache_size=-1024");
-}
-
-std::unique_ptr<BucketFile> BucketFile::create(const fs::path& root, BucketId id,
-                                               const BucketConnectionSettings& settings) {
-    fs::path path = root / id.relative_path();
-    fs::create_directories(path.parent_path());
-    remove_files(path);
-    {
-        sqlite::Database db(path.string(), SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
-        sqlite3_busy_timeout(db.get(), settings.busy_timeout_ms);
-        db.exec("PRAGMA journal_mode=WAL; PRAGMA synchronous=" + settings.synchronous);
-        sqlite::Transaction txn(db, "BEGIN IMMEDIATE");
-        db.exec(schema::kBucketSql);
-        sqlite::Statement meta = db.prepare("INSERT INTO bucket_meta(name, value) VALUES (?1, ?2)");
-        auto put = [&](const char* name, int64_t value) {
-            meta.bind(1, std::string_view(name));
-            meta.bind(2, value);
-            meta.run();
-        };
-        put("format", schema::kBucketVersion);
-        put("depth", id.depth);
-        put("prefix", static_cast<int64_t>(id.prefix));
-        put("records", 0);
-        put("split_k", 0);
-        put("created_at", now_ms());
-        txn.commit();
-    }
-    return std::make_unique<BucketFile>(root, id, settings);
 }
 
 void BucketFile::remove_files(const fs::path& path) {

@@ -51,10 +51,6 @@ public:
     BucketFile(const std::filesystem::path& root, BucketId id, const BucketConnectionSettings& settings);
     ~BucketFile();
 
-    // Creates (or re-creates, removing leftovers of a crashed split) an empty
-    // bucket file and returns it open, with no transaction.
-    static std::unique_ptr<BucketFile> create(const std::filesystem::path& root, BucketId id,
-                                              const BucketConnectionSettings& settings);
     // Removes the bucket file and its -wal and -shm. REQUIRES: not open here.
     static void remove_files(const std::filesystem::path& path);
 

@@ -6,7 +6,7 @@
 #include <unistd.h>
 
 #include "schema_sql.h"
-#include "store/bucket_file.h"
+#include "store/bucket_builder.h"
 
 namespace aerials::store {
 namespace fs = std::filesystem;
@@ -89,16 +89,18 @@ void Catalog::create_store(const StoreOptions& options) {
     setting.run();
     limits_ = options.limits;
     write_limits(options.limits);
-    BucketConnectionSettings settings{busy_timeout_ms_, synchronous_};
+    DurabilityBatch batch(synchronous_ != "OFF");
     uint64_t count = uint64_t{1} << options.initial_depth;
     for (uint64_t prefix = 0; prefix < count; ++prefix) {
         BucketId id{options.initial_depth, prefix};
         // Leftovers of a creation that crashed before this commit are replaced.
-        BucketFile::create(root_, id, settings);
+        BucketBuilder builder(root_, id);
         BucketMeta meta;
+        meta.bytes = builder.seal(batch);
         meta.mtime = unix_ms_now();
         add_bucket_row(id, meta);
     }
+    batch.sync();
     txn.commit();
 }
 

@@ -3,6 +3,7 @@
 #include <xxhash.h>
 
 #include "sqlite/database.h"
+#include "store/bucket_builder.h"
 #include "store/crash_point.h"
 #include "store/key_hash.h"
 #include "store/value_codec.h"
@@ -24,16 +25,14 @@ int choose_split_ways(const BucketId& parent, int64_t records, int64_t bytes, co
     return k;
 }
 
-// Copies every row of `table` in `source` into the 2^k children of `parent`.
+// Copies every row of `table` in `source` into the 2^k children of `parent`,
+// each sealed durably before this returns.
 std::vector<BucketMeta> build_children(Catalog& catalog, sqlite::Database& source, const char* table,
                                        const BucketId& parent, int k, const BucketConnectionSettings& settings,
                                        std::vector<BucketId>& children) {
     size_t ways = size_t{1} << k;
     children.clear();
-    std::vector<std::unique_ptr<BucketFile>> files;
-    std::vector<sqlite::Statement> inserts;
-    std::vector<std::unique_ptr<sqlite::Transaction>> txns;
-    std::vector<int64_t> counts(ways, 0);
+    std::vector<std::unique_ptr<BucketBuilder>> builders;
     std::vector<XXH3_state_t*> digests(ways, nullptr);
     struct DigestFree {
         std::vector<XXH3_state_t*>& states;
@@ -43,35 +42,30 @@ std::vector<BucketMeta> build_children(Catalog& catalog, sqlite::Database& sourc
     } digest_free{digests};
     for (size_t i = 0; i < ways; ++i) {
         children.push_back(parent.child(k, i));
-        files.push_back(BucketFile::create(catalog.root(), children.back(), settings));
-        txns.push_back(std::make_unique<sqlite::Transaction>(files.back()->db(), "BEGIN IMMEDIATE"));
-        inserts.push_back(files.back()->db().prepare("INSERT INTO bucket(key, subkey, value) VALUES (?1, ?2, ?3)"));
+        builders.push_back(std::make_unique<BucketBuilder>(catalog.root(), children.back()));
         digests[i] = XXH3_createState();
+        if (!digests[i]) throw std::bad_alloc();
         XXH3_64bits_reset(digests[i]);
     }
     sqlite::Statement rows = source.prepare(std::string("SELECT key, subkey, value FROM ") + table);
     std::string row_bytes;
     while (rows.step()) {
         size_t i = parent.child_index(hash_key(rows.column_value(0)), k);
-        for (int c = 0; c < 3; ++c) inserts[i].bind(c + 1, rows.column_value(c));
-        inserts[i].run();
-        ++counts[i];
+        builders[i]->insert(rows.column_value(0), rows.column_value(1), rows.column_value(2));
         row_bytes.clear();
         for (int c = 0; c < 3; ++c) append_value(rows.column_value(c), row_bytes);
         XXH3_64bits_update(digests[i], row_bytes.data(), row_bytes.size());
     }
     rows.reset();
+    DurabilityBatch batch(settings.synchronous != "OFF");
     std::vector<BucketMeta> metas(ways);
     for (size_t i = 0; i < ways; ++i) {
-        sqlite::Statement set = files[i]->db().prepare("UPDATE bucket_meta SET value=?1 WHERE name='records'");
-        set.bind(1, counts[i]);
-        set.run();
-        txns[i]->commit();
-        metas[i].records = counts[i];
-        metas[i].bytes = files[i]->bytes_in_use();
+        metas[i].records = builders[i]->records();
+        metas[i].bytes = builders[i]->seal(batch);
         metas[i].checksum = hex64(XXH3_64bits_digest(digests[i]));
         metas[i].mtime = unix_ms_now();
     }
+    batch.sync();
     return metas;
 }
 

@@ -1,0 +1,90 @@
+#include "store/bucket_builder.h"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "schema_sql.h"
+#include "store/bucket_file.h"
+#include "store/catalog.h"
+
+namespace aerials::store {
+namespace fs = std::filesystem;
+
+namespace {
+
+void fsync_path(const fs::path& path, int flags) {
+    int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+    if (fd < 0) throw std::runtime_error("cannot open '" + path.string() + "' to sync it: " + std::strerror(errno));
+    int rc = ::fsync(fd);
+    int saved = errno;
+    ::close(fd);
+    if (rc != 0) throw std::runtime_error("fsync of '" + path.string() + "' failed: " + std::strerror(saved));
+}
+
+}  // namespace
+
+void DurabilityBatch::add_file(const fs::path& file, const std::vector<fs::path>& new_dirs) {
+    if (!enabled_) return;
+    files_.push_back(file);
+    dirs_.insert(file.parent_path());
+    for (const fs::path& dir : new_dirs) dirs_.insert(dir.parent_path());
+}
+
+void DurabilityBatch::sync() {
+    for (const fs::path& file : files_) fsync_path(file, O_RDONLY);
+    for (const fs::path& dir : dirs_) fsync_path(dir, O_RDONLY | O_DIRECTORY);
+    files_.clear();
+    dirs_.clear();
+}
+
+BucketBuilder::BucketBuilder(const fs::path& root, BucketId id) : id_(id), path_(root / id.relative_path()) {
+    for (fs::path dir = path_.parent_path(); dir != root && !fs::exists(dir); dir = dir.parent_path()) {
+        new_dirs_.push_back(dir);
+    }
+    fs::create_directories(path_.parent_path());
+    BucketFile::remove_files(path_);
+    db_ = sqlite::Database(path_.string(), SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
+    db_.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; BEGIN");
+    db_.exec(schema::kBucketSql);
+    sqlite::Statement meta = db_.prepare("INSERT INTO bucket_meta(name, value) VALUES (?1, ?2)");
+    auto put = [&](const char* name, int64_t value) {
+        meta.bind(1, std::string_view(name));
+        meta.bind(2, value);
+        meta.run();
+    };
+    put("format", schema::kBucketVersion);
+    put("depth", id.depth);
+    put("prefix", static_cast<int64_t>(id.prefix));
+    put("records", 0);
+    put("split_k", 0);
+    put("created_at", unix_ms_now());
+    insert_ = db_.prepare("INSERT INTO bucket(key, subkey, value) VALUES (?1, ?2, ?3)");
+}
+
+void BucketBuilder::insert(sqlite3_value* key, sqlite3_value* subkey, sqlite3_value* value) {
+    insert_.bind(1, key);
+    insert_.bind(2, subkey);
+    insert_.bind(3, value);
+    insert_.run();
+    ++records_;
+}
+
+int64_t BucketBuilder::seal(DurabilityBatch& batch) {
+    insert_ = sqlite::Statement();
+    sqlite::Statement count = db_.prepare("UPDATE bucket_meta SET value=?1 WHERE name='records'");
+    count.bind(1, records_);
+    count.run();
+    count = sqlite::Statement();
+    db_.exec("COMMIT");
+    int64_t bytes = (db_.query_int("PRAGMA page_count") - db_.query_int("PRAGMA freelist_count")) *
+                    db_.query_int("PRAGMA page_size");
+    db_.exec("PRAGMA journal_mode=WAL");
+    db_.close();
+    batch.add_file(path_, new_dirs_);
+    return bytes;
+}
+
+}  // namespace aerials::store

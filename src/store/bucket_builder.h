@@ -1,0 +1,58 @@
+// Writes a new bucket file fast: no journal and no syncs while it is filled,
+// because nothing references it until the catalog switches to it. seal() then
+// turns it into an ordinary WAL-mode bucket and makes it durable with one
+// fsync of the file and of the directories that name it.
+#pragma once
+
+#include <filesystem>
+#include <set>
+#include <string>
+#include <vector>
+
+#include "sqlite/database.h"
+#include "store/bucket_id.h"
+
+namespace aerials::store {
+
+class BucketBuilder {
+public:
+    // Removes leftovers of an earlier crashed attempt and creates the file,
+    // with its schema, inside an open transaction.
+    BucketBuilder(const std::filesystem::path& root, BucketId id);
+    BucketBuilder(const BucketBuilder&) = delete;
+    BucketBuilder& operator=(const BucketBuilder&) = delete;
+
+    // Adds one record (the caller guarantees (key, subkey) is new).
+    void insert(sqlite3_value* key, sqlite3_value* subkey, sqlite3_value* value);
+    int64_t records() const { return records_; }
+
+    // Commits, switches to WAL and closes. Returns the bytes in use. The file
+    // is durable only once `batch.sync()` ran. The builder is unusable afterwards.
+    int64_t seal(class DurabilityBatch& batch);
+
+private:
+    BucketId id_;
+    std::filesystem::path path_;
+    sqlite::Database db_;
+    sqlite::Statement insert_;
+    int64_t records_ = 0;
+    std::vector<std::filesystem::path> new_dirs_;  // created for this file
+};
+
+// Makes new files durable: fsyncs each file, then each directory that gained
+// an entry (the file's own, and the parents of directories created for it),
+// each once. Only for files that no SQLite connection of this process has
+// open: closing any descriptor of a file drops this process's POSIX locks on it.
+class DurabilityBatch {
+public:
+    explicit DurabilityBatch(bool enabled) : enabled_(enabled) {}
+    void add_file(const std::filesystem::path& file, const std::vector<std::filesystem::path>& new_dirs);
+    void sync();
+
+private:
+    bool enabled_;
+    std::vector<std::filesystem::path> files_;
+    std::set<std::filesystem::path> dirs_;
+};
+
+}  // namespace aerials::store
