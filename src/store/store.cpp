@@ -92,6 +92,12 @@ std::vector<BucketId> Store::reload_after(const BucketId& id) {
 }
 
 std::shared_ptr<BucketFile> Store::writable(Hash h) {
+    if (scans_in_progress_ > 0) {
+        throw std::runtime_error(
+            "cannot write to the store at '" + root().string() +
+            "' while the same statement is still reading several of its buckets (for example INSERT INTO b "
+            "SELECT ... FROM a with a and b on one root); copy the rows into a temporary table first");
+    }
     return with_bucket(h, [&](std::shared_ptr<BucketFile>& file) {
         if (!file->in_transaction()) {
             file->begin(savepoint_depth_);
@@ -131,12 +137,14 @@ void Store::commit_all() {
         if (std::find(dirty_.begin(), dirty_.end(), file->id()) == dirty_.end()) dirty_.push_back(file->id());
     }
     savepoint_depth_ = 0;
+    trim_lru();
 }
 
 void Store::rollback_all() {
     for (auto& file : touched_) file->rollback();
     touched_.clear();
     savepoint_depth_ = 0;
+    trim_lru();
 }
 
 void Store::split_pending() {

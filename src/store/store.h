@@ -81,6 +81,19 @@ public:
 
     StoreStats stats() const;
 
+    // Closes least recently used files beyond max_open that nothing holds.
+    // Called when files are released: after a commit or rollback, when a
+    // cursor finishes.
+    void trim_lru();
+
+    // A statement that reads several buckets of this store and writes to it
+    // at once would see its own writes as it goes (SQLite copies the rows
+    // first only when it sees one table on both sides; two tables on one
+    // store hide that from it). Multi-bucket readers register here while
+    // they run, and writable() refuses writes meanwhile.
+    void scan_started() { ++scans_in_progress_; }
+    void scan_finished() { --scans_in_progress_; }
+
     // Writes records, bytes and mtime of buckets written since the last flush
     // into the catalog's buckets_meta.
     void flush_meta();
@@ -90,7 +103,6 @@ private:
 
     void reload_map();
     void evict(const BucketId& id);
-    void trim_lru();
     static uint64_t lru_key(const BucketId& id) { return (uint64_t(id.depth) << 56) ^ id.prefix; }
 
     StoreOptions options_;
@@ -106,6 +118,7 @@ private:
     std::vector<BucketId> to_check_;                    // committed, maybe over bounds
     std::vector<BucketId> dirty_;                       // written since flush_meta
     int savepoint_depth_ = 0;
+    int scans_in_progress_ = 0;
     StoreStats stats_;
 };
 

@@ -75,9 +75,20 @@ struct KvCursor : sqlite3_vtab_cursor {
     size_t next_target = 0;
     StatementLease lease;
     bool eof = true;
+    bool registered_scan = false;  // counted in Store::scan_started()
+
+    // Marks the cursor finished: its files go back to the LRU.
+    void finish() {
+        lease.reset();
+        if (registered_scan) {
+            table()->store->scan_finished();
+            registered_scan = false;
+        }
+        table()->store->trim_lru();
+    }
 
     void clear() {
-        lease.reset();
+        finish();
         for (auto& p : points) sqlite3_value_free(p.key);
         points.clear();
         scan_queue.clear();
@@ -269,6 +280,7 @@ void advance(KvCursor* cursor) {
         cursor->lease.reset();
     }
     cursor->eof = !start_target(cursor);
+    if (cursor->eof) cursor->finish();
 }
 
 // xFilter: argv as described by the plan encoding above.
@@ -298,6 +310,10 @@ int kv_filter(sqlite3_vtab_cursor* base, int plan, const char*, int argc, sqlite
         } else {
             cursor->scan_queue = store.buckets();
         }
+        if (!(plan & kPlanKeyEq)) {
+            store.scan_started();
+            cursor->registered_scan = true;
+        }
         if (plan & kPlanSubkeyEq) {
             if (arg >= argc) throw std::logic_error("subkey argument missing");
             cursor->subkey = sqlite3_value_dup(argv[arg++]);
@@ -309,6 +325,7 @@ int kv_filter(sqlite3_vtab_cursor* base, int plan, const char*, int argc, sqlite
             }
         }
         cursor->eof = !start_target(cursor);
+        if (cursor->eof) cursor->finish();
         return SQLITE_OK;
     });
 }
@@ -348,8 +365,6 @@ int kv_rowid(sqlite3_vtab_cursor*, sqlite3_int64*) { return SQLITE_ERROR; }
 
 std::string table_column(const KvTable* table, const char* columns) { return table->name + "." + columns; }
 
-// Inserts one record in the owning bucket under the statement's conflict mode.
-// Returns SQLITE_OK, or SQLITE_CONSTRAINT with the message set.
 // Sets the value of an existing record.
 void update_value(const std::shared_ptr<BucketFile>& owner, sqlite3_value* key,
                   sqlite3_value* subkey, sqlite3_value* value) {
@@ -360,7 +375,13 @@ void update_value(const std::shared_ptr<BucketFile>& owner, sqlite3_value* key,
     update.step("update");
 }
 
-int insert_record(KvTable* table, sqlite3_value* key, sqlite3_value* subkey, sqlite3_value* value, int on_conflict) {
+// Inserts one record in the owning bucket under the statement's conflict mode.
+// Returns SQLITE_OK (with *written telling whether a record was inserted or
+// replaced, false when OR IGNORE skipped it), or SQLITE_CONSTRAINT with the
+// message set.
+int insert_record(KvTable* table, sqlite3_value* key, sqlite3_value* subkey, sqlite3_value* value, int on_conflict,
+                  bool* written) {
+    *written = false;
     store::Store& store = *table->store;
     std::shared_ptr<BucketFile> file = store.writable(store::hash_key(key));
     StatementLease insert(file, BucketQuery::kInsertOrIgnore);
@@ -370,12 +391,14 @@ int insert_record(KvTable* table, sqlite3_value* key, sqlite3_value* subkey, sql
     insert.step("insert");
     if (sqlite3_changes(file->db().get()) > 0) {
         file->add_records(1);
+        *written = true;
         return SQLITE_OK;
     }
     insert.reset();
     if (on_conflict == SQLITE_IGNORE) return SQLITE_OK;
     if (on_conflict == SQLITE_REPLACE) {
         update_value(file, key, subkey, value);
+        *written = true;
         return SQLITE_OK;
     }
     set_error(table, "UNIQUE constraint failed: " + table_column(table, "key") + ", " +
@@ -423,7 +446,8 @@ int kv_update(sqlite3_vtab* vtab, int argc, sqlite3_value** argv, sqlite3_int64*
         if (sqlite3_value_type(subkey) == SQLITE_NULL) subkey = table->empty_text;
         int on_conflict = sqlite3_vtab_on_conflict(table->db);
         if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
-            return insert_record(table, key, subkey, value, on_conflict);
+            bool written;
+            return insert_record(table, key, subkey, value, on_conflict, &written);
         }
         // UPDATE: same identity updates the value in place; a new identity is
         // a delete of the old record plus an insert of the new one.
@@ -437,8 +461,10 @@ int kv_update(sqlite3_vtab* vtab, int argc, sqlite3_value** argv, sqlite3_int64*
             update_value(file, key, subkey, value);
             return SQLITE_OK;
         }
-        int rc = insert_record(table, key, subkey, value, on_conflict);
-        if (rc != SQLITE_OK) return rc;
+        bool written;
+        int rc = insert_record(table, key, subkey, value, on_conflict, &written);
+        // OR IGNORE that skipped the new record leaves the old one alone.
+        if (rc != SQLITE_OK || !written) return rc;
         delete_record(table, old_pk);
         return SQLITE_OK;
     });
