@@ -48,6 +48,7 @@ BucketFile::~BucketFile() {
 }
 
 void BucketFile::configure(const BucketConnectionSettings& settings) {
+    busy_timeout_ms_ = settings.busy_timeout_ms;
     sqlite3_busy_timeout(db_.get(), settings.busy_timeout_ms);
     db_.exec("PRAGMA synchronous=" + settings.synchronous + "; PRAGMA cache_size=-1024");
 }
@@ -125,12 +126,24 @@ void BucketFile::rethrow(const std::exception& failure, const char* what) {
     throw std::runtime_error(std::string(what) + " on bucket '" + path_ + "': " + failure.what());
 }
 
-void BucketFile::begin(int savepoint_depth) {
+void BucketFile::begin(int savepoint_depth, int wait_ms, int held) {
+    sqlite3_busy_timeout(db_.get(), wait_ms);
     try {
         db_.exec("BEGIN IMMEDIATE");
+    } catch (const sqlite::Error& e) {
+        sqlite3_busy_timeout(db_.get(), busy_timeout_ms_);
+        if (e.primary_code() == SQLITE_BUSY && held > 0) {
+            throw sqlite::Error(SQLITE_BUSY, "bucket '" + path_ + "' is locked by another writer while this "
+                                             "transaction holds " + std::to_string(held) +
+                                             " other bucket(s); gave up after " + std::to_string(wait_ms) +
+                                             " ms to avoid a deadlock: roll back and retry");
+        }
+        rethrow(e, "begin");
     } catch (const std::exception& e) {
+        sqlite3_busy_timeout(db_.get(), busy_timeout_ms_);
         rethrow(e, "begin");
     }
+    sqlite3_busy_timeout(db_.get(), busy_timeout_ms_);
     in_txn_ = true;
     begin_depth_ = savepoint_depth;
     savepoints_.clear();

@@ -69,7 +69,9 @@ public:
 
     // --- write transaction state (used by Store only) ---
     bool in_transaction() const { return in_txn_; }
-    void begin(int savepoint_depth);
+    // BEGIN IMMEDIATE, waiting up to `wait_ms` for another writer; `held` is
+    // the number of other buckets the transaction holds (for the message).
+    void begin(int savepoint_depth, int wait_ms, int held);
     void add_records(int64_t delta) { records_delta_ += delta; }
     // Writes the pending record-count delta into bucket_meta.
     void flush_counters();
@@ -99,6 +101,7 @@ private:
     std::vector<int> savepoints_;  // held savepoint indices, ascending
     int64_t records_delta_ = 0;
     int64_t page_size_ = 0;
+    int busy_timeout_ms_ = 0;
 };
 
 // Returns the checked-out statement to its pool on every path.

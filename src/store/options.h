@@ -23,6 +23,10 @@ struct StoreOptions {
     int initial_depth = 0;            // a new store starts with 2^initial_depth buckets
     int max_open = 64;                // bound on open bucket connections (about 3 fds each in WAL)
     int busy_timeout_ms = 10000;      // how long to wait for another process's lock
+    // About how long a transaction that already holds bucket locks waits for
+    // one more before giving up with SQLITE_BUSY (deadlock avoidance; the
+    // actual wait is randomised around it and grows with the transaction's age).
+    int lock_wait_holding_ms = 200;
     std::string synchronous = "FULL"; // bucket and catalog PRAGMA synchronous
     bool create_if_missing = true;
 };

@@ -104,6 +104,9 @@ bool finish_frozen_split(Catalog& catalog, const BucketId& parent, const BucketC
     sqlite::Transaction catalog_lock(cat, "BEGIN IMMEDIATE");
     if (!catalog.lists(parent)) return false;
     std::string path = (catalog.root() / parent.relative_path()).string();
+    if (!std::filesystem::exists(path)) {
+        throw sqlite::Error(SQLITE_CANTOPEN, "bucket file '" + path + "' is listed in the catalog but missing");
+    }
     sqlite::Database frozen(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX);
     sqlite3_busy_timeout(frozen.get(), settings.busy_timeout_ms);
     if (!frozen.table_exists("bucket_frozen")) return false;

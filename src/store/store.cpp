@@ -1,6 +1,8 @@
 #include "store/store.h"
 
 #include <algorithm>
+#include <thread>
+#include <unistd.h>
 
 #include "store/splitter.h"
 
@@ -8,6 +10,8 @@ namespace aerials::store {
 
 Store::Store(const StoreOptions& options)
     : options_(options),
+      random_(static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
+              static_cast<unsigned>(::getpid())),
       catalog_(options),
       connection_settings_{options.busy_timeout_ms, options.synchronous} {
     if (options.max_open < 1) throw std::invalid_argument("max_open must be at least 1");
@@ -75,12 +79,10 @@ std::vector<BucketId> Store::reload_after(const BucketId& id) {
     evict(id);
     reload_map();
     if (std::find(map_.begin(), map_.end(), id) != map_.end()) {
-        // Still listed although retired: either its splitter died after
-        // freezing it, or the file is missing altogether.
-        std::string path = (root() / id.relative_path()).string();
-        if (!std::filesystem::exists(path)) {
-            throw sqlite::Error(SQLITE_CANTOPEN, "bucket file '" + path + "' is listed in the catalog but missing");
-        }
+        // Still listed although retired: its splitter died after freezing it
+        // (finish the split), or the file is missing (an error). Both are
+        // decided under the catalog's write lock, so a split that another
+        // process completes meanwhile is not mistaken for a missing file.
         finish_frozen_split(catalog_, id, connection_settings_);
         reload_map();
     }
@@ -100,11 +102,33 @@ std::shared_ptr<BucketFile> Store::writable(Hash h) {
     }
     return with_bucket(h, [&](std::shared_ptr<BucketFile>& file) {
         if (!file->in_transaction()) {
-            file->begin(savepoint_depth_);
+            // Waiting for a bucket while holding others can deadlock with a
+            // transaction that takes the same buckets in the other order;
+            // such a wait is bounded, and running out of it is SQLITE_BUSY.
+            int wait_ms = touched_.empty() ? options_.busy_timeout_ms : deadlock_wait_ms();
+            try {
+                file->begin(savepoint_depth_, wait_ms, static_cast<int>(touched_.size()));
+            } catch (const sqlite::Error& e) {
+                if (e.primary_code() == SQLITE_BUSY && !touched_.empty()) yielded_ = true;
+                throw;
+            }
+            if (touched_.empty()) transaction_start_ = std::chrono::steady_clock::now();
             touched_.push_back(file);
         }
         return file;
     });
+}
+
+int Store::deadlock_wait_ms() {
+    // Two transactions that wait for each other must not give up in lockstep
+    // (and then collide again on retry): each waits a random time around
+    // deadlock_timeout, and an older transaction waits longer, so that it is
+    // usually the younger one that yields.
+    int base = std::min(options_.busy_timeout_ms, options_.lock_wait_holding_ms);
+    std::uniform_int_distribution<int> jitter(base / 2, base + base / 2);
+    auto age = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() -
+                                                                     transaction_start_).count();
+    return jitter(random_) + static_cast<int>(std::min<int64_t>(age, base));
 }
 
 void Store::savepoint(int index) {
@@ -145,6 +169,15 @@ void Store::rollback_all() {
     touched_.clear();
     savepoint_depth_ = 0;
     trim_lru();
+    if (yielded_) {
+        // This transaction gave way to avoid a deadlock. Its locks are free
+        // now; pausing before the caller retries lets the other transaction
+        // take them (SQLite's busy handler polls, it does not queue).
+        yielded_ = false;
+        int base = std::min(options_.busy_timeout_ms, options_.lock_wait_holding_ms);
+        std::uniform_int_distribution<int> pause(base / 2, base + base / 2);
+        std::this_thread::sleep_for(std::chrono::milliseconds(pause(random_)));
+    }
 }
 
 void Store::split_pending() {

@@ -5,7 +5,9 @@
 // Threading: a Store is used by one connection, hence one thread at a time.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
+#include <random>
 #include <list>
 #include <memory>
 #include <unordered_map>
@@ -102,10 +104,12 @@ private:
     static constexpr int kMaxRetries = 16;
 
     void reload_map();
+    int deadlock_wait_ms();
     void evict(const BucketId& id);
     static uint64_t lru_key(const BucketId& id) { return (uint64_t(id.depth) << 56) ^ id.prefix; }
 
     StoreOptions options_;
+    std::minstd_rand random_;
     Catalog catalog_;
     BucketConnectionSettings connection_settings_;
     std::vector<BucketId> map_;
@@ -119,6 +123,8 @@ private:
     std::vector<BucketId> dirty_;                       // written since flush_meta
     int savepoint_depth_ = 0;
     int scans_in_progress_ = 0;
+    bool yielded_ = false;  // gave up a lock wait to avoid a deadlock
+    std::chrono::steady_clock::time_point transaction_start_;
     StoreStats stats_;
 };
 

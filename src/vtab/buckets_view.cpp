@@ -118,8 +118,12 @@ void load_row(BucketsCursor* cursor) {
         row.records = file->records();
         row.bytes = file->bytes_in_use();
     } catch (const store::BucketRetired& e) {
-        row.status = "split";
-        row.error = e.what();
+        // Listed but retired: a split left half done (the next writer or
+        // reader finishes it), or a file that has disappeared.
+        row.status = std::filesystem::exists(path, ec) ? "splitting" : "damaged";
+        row.error = std::filesystem::exists(path, ec)
+                        ? std::string(e.what())
+                        : "bucket file '" + path.string() + "' is listed in the catalog but missing";
     } catch (const std::exception& e) {
         row.status = "damaged";
         row.error = e.what();

@@ -64,6 +64,8 @@ store::StoreOptions parse_module_args(const std::vector<std::string>& args) {
             options.max_open = static_cast<int>(parse_count(name, value, 1, 1 << 20));
         } else if (name == "busy_timeout") {
             options.busy_timeout_ms = static_cast<int>(parse_count(name, value, 0, 3600 * 1000));
+        } else if (name == "deadlock_timeout") {
+            options.lock_wait_holding_ms = static_cast<int>(parse_count(name, value, 0, 3600 * 1000));
         } else if (name == "initial_buckets") {
             int64_t n = parse_count(name, value, 1, 65536);
             int depth = 0;
@@ -79,7 +81,7 @@ store::StoreOptions parse_module_args(const std::vector<std::string>& args) {
         } else {
             throw std::invalid_argument("unknown argument '" + name +
                                         "' (known: root, max_records, max_bytes, max_open, busy_timeout, "
-                                        "initial_buckets, synchronous)");
+                                        "deadlock_timeout, initial_buckets, synchronous)");
         }
     }
     if (!have_root) throw std::invalid_argument("missing argument root: e.g. USING aerials(root='data')");

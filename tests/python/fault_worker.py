@@ -16,6 +16,12 @@ AERIALS_CRASH_POINT when a test wants the child to die inside a split):
       With --ack-file, every "A <key>" line is also appended (flushed) there,
       for a concurrent reader.
 
+  fault_worker.py pair --root DIR --first K1 --second K2 [--hold S]
+                       [--attempts N] [--busy-timeout MS]
+      One transaction writes K1, waits --hold seconds, writes K2 and commits;
+      a failed attempt is rolled back and retried. Prints READY, then
+      "COMMITTED attempts=<n> elapsed=<s> errors=[...]" or "FAILED ...".
+
   fault_worker.py read --root DIR --ack-files F1,F2 --stop-file S
                        [--max-seconds T] [--busy-timeout MS]
       Follows the ack files: point-reads every newly acknowledged key, re-reads
@@ -23,7 +29,7 @@ AERIALS_CRASH_POINT when a test wants the child to die inside a split):
         MISS <key> <what it read>     an acknowledged key was not found
         BADCOUNT <details>            a scan saw fewer rows than were already
                                       acknowledged, or saw duplicates
-        STATS reads=<n> scans=<m> keys=<k>
+        STATS reads=<n> scans=<m> keys=<k> map_reloads=<r>
       and exits 0 once the stop file exists and every line is consumed.
 
 As a module it holds the parts the test files share: value_for(), the worker
@@ -32,6 +38,7 @@ a store after faults.
 """
 
 import argparse
+import json
 import os
 import random
 import signal
@@ -102,15 +109,24 @@ def run_writer(opts):
         if size == 1:
             conn.execute("INSERT INTO kv(key, value) VALUES (?, ?)", (batch[0], value_for(batch[0])))
         else:
-            conn.execute("BEGIN")
-            try:
-                for key in batch:
-                    conn.execute("INSERT INTO kv(key, value) VALUES (?, ?)", (key, value_for(key)))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:
-                    conn.execute("ROLLBACK")
-                raise
+            # A multi-bucket transaction may be told to roll back and retry
+            # (SQLITE_BUSY, deadlock avoidance), as any SQLite writer may.
+            for attempt in range(1, 101):
+                conn.execute("BEGIN")
+                try:
+                    for key in batch:
+                        conn.execute("INSERT INTO kv(key, value) VALUES (?, ?)", (key, value_for(key)))
+                    conn.execute("COMMIT")
+                    break
+                except sqlite3.OperationalError as e:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    if "roll back and retry" not in str(e) or attempt == 100:
+                        raise
+                except BaseException:
+                    if conn.in_transaction:
+                        conn.execute("ROLLBACK")
+                    raise
         for key in batch:
             _emit("A " + key, ack_file)
     _emit("DONE")
@@ -166,8 +182,33 @@ def run_reader(opts):
             break
         if not new:
             time.sleep(0.005)
-    _emit("STATS reads=%d scans=%d keys=%d" % (reads, scans, len(known)))
+    stats = json.loads(conn.execute("SELECT aerials_stats(?)", (opts.root,)).fetchone()[0])
+    _emit("STATS reads=%d scans=%d keys=%d map_reloads=%d" % (reads, scans, len(known), stats["map_reloads"]))
     conn.close()
+    return 0
+
+
+def run_pair(opts):
+    """One transaction writing `first`, then (after holding it for a while)
+    `second`; retried on failure. Prints COMMITTED or FAILED with timings."""
+    conn = connect(opts.root, busy_timeout=opts.busy_timeout)
+    _emit("READY")
+    start = time.monotonic()
+    errors = []
+    for attempt in range(1, opts.attempts + 1):
+        try:
+            conn.execute("BEGIN")
+            conn.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (opts.first, value_for(opts.first)))
+            time.sleep(opts.hold)
+            conn.execute("INSERT OR REPLACE INTO kv(key, value) VALUES (?, ?)", (opts.second, value_for(opts.second)))
+            conn.execute("COMMIT")
+            _emit("COMMITTED attempts=%d elapsed=%.2f errors=%r" % (attempt, time.monotonic() - start, errors))
+            return 0
+        except sqlite3.Error as e:
+            errors.append("%.2fs: %s" % (time.monotonic() - start, e))
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+    _emit("FAILED elapsed=%.2f errors=%r" % (time.monotonic() - start, errors))
     return 0
 
 
@@ -190,8 +231,15 @@ def main(argv):
     r.add_argument("--stop-file", required=True)
     r.add_argument("--max-seconds", type=float, default=60)
     r.add_argument("--busy-timeout", type=int, default=20000)
+    p = sub.add_parser("pair")
+    p.add_argument("--root", required=True)
+    p.add_argument("--first", required=True)
+    p.add_argument("--second", required=True)
+    p.add_argument("--hold", type=float, default=0.3)
+    p.add_argument("--attempts", type=int, default=3)
+    p.add_argument("--busy-timeout", type=int, default=3000)
     opts = parser.parse_args(argv)
-    return run_writer(opts) if opts.mode == "write" else run_reader(opts)
+    return {"write": run_writer, "read": run_reader, "pair": run_pair}[opts.mode](opts)
 
 
 # ---------------------------------------------------------------------------
@@ -333,7 +381,8 @@ def verify_store(tc, root, attempted, acked, extra_prefix=None, point_reads=True
     half-split bucket on their routes). Returns the set of keys present."""
     attempted = set(attempted)
     acked = set(acked)
-    conn = connect(root, busy_timeout=20000)
+    # A large LRU: the point reads below visit buckets in no useful order.
+    conn = connect(root, busy_timeout=20000, max_open=300)
     try:
         if extra_prefix:
             for i in range(8):
