@@ -64,6 +64,7 @@ struct Options {
     int64_t autocommit_n = 2'000;    // (b)
     int64_t reads = 200'000;         // (c)
     int scans = 5;                   // (d)
+    int a_repeats = 3;               // (a): loads per side
     int64_t e_rows = 100'000;        // (e)
     int64_t e_reads = 200'000;       // (e), each store
     int e_few = 128;                 // (e) buckets of the small store
@@ -85,6 +86,7 @@ void print_usage() {
         "  --only=a,b,...        run only these workloads\n"
         "  --quick               a smoke run, about 10x smaller\n"
         "  --rows N              rows of (a), read by (c) and (d) (default 100000)\n"
+        "  --a-repeats N         loads per side in (a), each on a fresh directory (default 3)\n"
         "  --autocommit-n N      inserts of (b) (default 2000)\n"
         "  --reads N             point reads of (c) (default 200000)\n"
         "  --scans N             full scans of (d) (default 5)\n"
@@ -121,7 +123,7 @@ fs::path executable_dir() {
 
 Options parse_options(int argc, char** argv) {
     Options o;
-    std::optional<int64_t> autocommit_n, rows, reads, scans, e_rows, e_reads, e_few, e_many, e_thrash;
+    std::optional<int64_t> a_repeats, autocommit_n, rows, reads, scans, e_rows, e_reads, e_few, e_many, e_thrash;
     for (int i = 1; i < argc; ++i) {
         std::string arg = argv[i];
         std::string name = arg, value;
@@ -166,6 +168,8 @@ Options parse_options(int argc, char** argv) {
                 o.only.insert(c);
             }
             if (o.only.empty()) throw std::invalid_argument("--only needs workloads, e.g. --only=a,c");
+        } else if (name == "--a-repeats") {
+            a_repeats = parse_int(name, take(), 1);
         } else if (name == "--autocommit-n") {
             autocommit_n = parse_int(name, take(), 1);
         } else if (name == "--rows") {
@@ -198,6 +202,7 @@ Options parse_options(int argc, char** argv) {
         o.e_many = 2'048;
     }
     if (rows) o.rows = *rows;
+    if (a_repeats) o.a_repeats = static_cast<int>(*a_repeats);
     if (autocommit_n) o.autocommit_n = *autocommit_n;
     if (reads) o.reads = *reads;
     if (scans) o.scans = static_cast<int>(*scans);
@@ -483,7 +488,8 @@ std::string aerials_stats(SideHandle& h) {
 
 // Inserts rows [from, to); in one transaction per `batch` rows (0: autocommit,
 // each row its own transaction). Returns seconds, COMMIT included.
-double insert_rows(Connection& conn, const Data& data, int64_t from, int64_t to, int64_t batch) {
+double insert_rows(Connection& conn, const Data& data, int64_t from, int64_t to, int64_t batch,
+                   double* commit_seconds = nullptr) {
     Statement insert(conn, "INSERT INTO kv(key, value) VALUES (?1, ?2)");
     Statement begin(conn, "BEGIN");
     Statement commit(conn, "COMMIT");
@@ -500,14 +506,18 @@ double insert_rows(Connection& conn, const Data& data, int64_t from, int64_t to,
         insert.step();
         insert.reset();
         if (batch > 0 && ++in_batch == batch) {
+            auto commit_start = Clock::now();
             commit.step();
             commit.reset();
+            if (commit_seconds) *commit_seconds += seconds_since(commit_start);
             in_batch = 0;
         }
     }
     if (batch > 0 && in_batch > 0) {
+        auto commit_start = Clock::now();
         commit.step();
         commit.reset();
+        if (commit_seconds) *commit_seconds += seconds_since(commit_start);
     }
     return seconds_since(start);
 }
@@ -589,33 +599,55 @@ constexpr int kRounds = 10;
 // ---------------------------------------------------------------------------
 // Workloads
 
-// (a), or the load that (c) and (d) need when (a) is not run: `rows` inserts
-// in one transaction on a fresh side with default store settings.
-double load_bulk(const Env& env, Side side, const fs::path& dir, const Data& data, int64_t rows, bool as_setup) {
+// One bulk load: `rows` inserts in one transaction on a fresh side with
+// default store settings. Returns the seconds of BEGIN ... COMMIT.
+double load_bulk(const Env& env, Side side, const fs::path& dir, const Data& data, int64_t rows,
+                 const std::string& label) {
     auto start = Clock::now();
     SideHandle h = open_side(env, side, dir);
-    setup_step(std::string("a/") + side_name(side) + ": open, create table", seconds_since(start));
-    double seconds = insert_rows(*h.conn, data, 0, rows, rows);
-    std::string what = std::string("a/") + side_name(side) + ": " + with_commas(rows) +
-                       " inserts, BEGIN ... COMMIT";
-    if (as_setup) setup_step(what + " (load for c, d)", seconds);
-    else line("  time   %-74s %9.3f s", what.c_str(), seconds);
+    setup_step(label + "/" + side_name(side) + ": open, create table", seconds_since(start));
+    double commit_seconds = 0;
+    double seconds = insert_rows(*h.conn, data, 0, rows, rows, &commit_seconds);
+    line("  time   %-74s %9.3f s", (label + "/" + side_name(side) + ": " + with_commas(rows) +
+                                     " inserts, BEGIN ... COMMIT").c_str(), seconds);
+    line("         of which the COMMIT statement%s: %.3f s",
+         side == Side::kAerials ? " (bucket commits, then splits)" : "", commit_seconds);
     start = Clock::now();
     verify_count(h, rows);
-    setup_step(std::string("a/") + side_name(side) + ": check count(*) (untimed check)", seconds_since(start));
+    setup_step(label + "/" + side_name(side) + ": check count(*) (untimed check)", seconds_since(start));
     if (side == Side::kAerials) line("         aerials stats after load: %s", aerials_stats(h).c_str());
     return seconds;
 }
 
+// (a): `repeats` bulk loads per side on fresh directories, the sides
+// alternating which goes first; the rate is total rows over total seconds. The
+// last load of each side is the data of (c) and (d). Without (a) selected,
+// one load per side is made as the setup of (c) and (d).
 void workload_a(const Env& env, const Data& data, bool as_setup) {
     const int64_t n = env.options.rows;
-    if (!as_setup) line("\n(a) %s inserts of %d-byte values in one transaction, default store settings",
-                        with_commas(n).c_str(), kValueBytes);
-    else line("\n(load) the data of (a) for (c) and (d), as in (a)");
-    double t_aerials = load_bulk(env, Side::kAerials, env.tmp / "a-aerials", data, n, as_setup);
-    double t_sqlite = load_bulk(env, Side::kSqlite, env.tmp / "a-sqlite", data, n, as_setup);
+    const int repeats = as_setup ? 1 : env.options.a_repeats;
     if (!as_setup) {
-        report({"a", "insert, one transaction", "aerials", n / t_aerials, "sqlite", n / t_sqlite, 0.5});
+        line("\n(a) %s inserts of %d-byte values in one transaction, default store settings;", with_commas(n).c_str(),
+             kValueBytes);
+        line("    %d loads per side, each on a fresh directory, alternating which side goes first", repeats);
+    } else {
+        line("\n(load) the data of (a) for (c) and (d), one load per side as in (a) (setup, not a result)");
+    }
+    double total[2] = {0, 0};
+    for (int r = 0; r < repeats; ++r) {
+        bool last = r == repeats - 1;
+        std::string label = as_setup ? "load" : (repeats > 1 ? "a#" + std::to_string(r + 1) : "a");
+        for (int k = 0; k < 2; ++k) {
+            int side_index = (r + k) % 2;  // 0 aerials, 1 sqlite
+            Side side = side_index == 0 ? Side::kAerials : Side::kSqlite;
+            fs::path dir = env.tmp / ((last ? std::string("a-") : "a" + std::to_string(r + 1) + "-") + side_name(side));
+            total[side_index] += load_bulk(env, side, dir, data, n, label);
+            if (!last) fs::remove_all(dir);
+        }
+    }
+    if (!as_setup) {
+        report({"a", "insert, one transaction", "aerials", n * repeats / total[0], "sqlite", n * repeats / total[1],
+                0.5});
     }
 }
 
@@ -718,7 +750,12 @@ rlim_t raise_fd_limit(rlim_t wanted) {
     }
     if (lim.rlim_max != RLIM_INFINITY && lim.rlim_max < wanted) {
         rlimit higher{wanted, wanted};
-        if (setrlimit(RLIMIT_NOFILE, &higher) == 0) lim = higher;
+        if (setrlimit(RLIMIT_NOFILE, &higher) == 0) {
+            lim = higher;
+        } else {
+            line("         cannot raise the hard RLIMIT_NOFILE to %llu: %s", (unsigned long long)wanted,
+                 std::strerror(errno));
+        }
     }
     getrlimit(RLIMIT_NOFILE, &lim);
     line("         RLIMIT_NOFILE: soft %llu -> %llu, hard %llu -> %llu (wanted %llu: 3 per open bucket in WAL, plus margin)",
@@ -734,10 +771,10 @@ struct EStore {
 
 // Creates a store of `buckets` buckets (limits that never split) and loads
 // rows [0, rows) into it with synchronous=OFF, in transactions of `batch` rows.
-EStore build_e_store(const Env& env, const Data& data, const std::string& label, int buckets, int max_open,
-                     int64_t batch) {
+EStore build_e_store(const Env& env, const Data& data, const std::string& dir_name, const std::string& label,
+                     int buckets, int max_open, int64_t batch) {
     const int64_t rows = env.options.e_rows;
-    EStore s{env.tmp / ("e-" + label), buckets};
+    EStore s{env.tmp / dir_name, buckets};
     std::string args = "initial_buckets=" + std::to_string(buckets) +
                        ", max_records=1000000000, max_open=" + std::to_string(max_open);
     auto start = Clock::now();
@@ -756,16 +793,10 @@ EStore build_e_store(const Env& env, const Data& data, const std::string& label,
     return s;
 }
 
-struct EReadOutcome {
-    double seconds = 0;
-    std::string stats;
-};
-
 // Opens a new connection on the store with the default synchronous and
-// `max_open`, optionally reads every key once (warm-up: opens every bucket),
-// then times the point reads.
-EReadOutcome read_e_store(const Env& env, const Data& data, const EStore& s, const std::string& label, int max_open,
-                          const std::vector<uint32_t>& seq, bool warm_up) {
+// `max_open`; with `warm_up`, reads every key once (which opens every bucket).
+SideHandle open_e_reader(const Env& env, const Data& data, const EStore& s, const std::string& label, int max_open,
+                         bool warm_up) {
     std::string main_db = "read-main-" + std::to_string(max_open) + ".db";
     auto start = Clock::now();
     SideHandle h = open_side(env, Side::kAerials, s.dir, "max_open=" + std::to_string(max_open), "", main_db);
@@ -777,29 +808,25 @@ EReadOutcome read_e_store(const Env& env, const Data& data, const EStore& s, con
         for (size_t i = 0; i < all.size(); ++i) all[i] = static_cast<uint32_t>(i);
         double w = point_reads(*h.conn, data, all);
         setup_step("e/" + label + ": warm-up, every key read once (opens every bucket)", w);
+        line("         aerials stats after warm-up: %s", aerials_stats(h).c_str());
     }
-    EReadOutcome out;
-    out.seconds = point_reads(*h.conn, data, seq);
-    line("  time   %-74s %9.3f s", ("e/" + label + ": " + with_commas(static_cast<int64_t>(seq.size())) +
-                                     " point reads, max_open=" + std::to_string(max_open)).c_str(),
-         out.seconds);
-    out.stats = aerials_stats(h);
-    line("         aerials stats: %s", out.stats.c_str());
-    return out;
+    return h;
 }
 
 void workload_e(const Env& env, const Data& data) {
     const Options& o = env.options;
     line("\n(e) %s random point reads on %s rows: %d buckets against %d buckets (no splits), max_open=%d",
          with_commas(o.e_reads).c_str(), with_commas(o.e_rows).c_str(), o.e_few, o.e_many, o.e_max_open);
-    line("    both stores are loaded the same way, with synchronous=OFF (bulk load only); the reads run on a new");
-    line("    connection with the defaults (journal_mode=WAL, synchronous=%s), after a warm-up that reads every",
+    line("    both stores are loaded the same way, with synchronous=OFF (bulk load only); the reads run on new");
+    line("    connections with the defaults (journal_mode=WAL, synchronous=%s), after a warm-up that reads every",
          o.synchronous.c_str());
-    line("    key once, so that the timed reads measure buckets kept open (the warm-up time is printed too)");
-    // Each open bucket holds its file, -wal and -shm: 3 descriptors.
-    rlim_t limit = raise_fd_limit(static_cast<rlim_t>(o.e_many) * 3 + 256);
+    line("    key once, so that the timed reads measure buckets kept open (the warm-up time is printed too);");
+    line("    the two stores take turns in %d rounds of the same key sequence, alternating which goes first", kRounds);
+    // Each open bucket holds its file, -wal and -shm: 3 descriptors; both
+    // read connections are open at once.
+    rlim_t limit = raise_fd_limit(static_cast<rlim_t>(o.e_many + o.e_few) * 3 + 256);
     int max_open = o.e_max_open;
-    int64_t fits = (static_cast<int64_t>(limit) - 256) / 3;
+    int64_t fits = (static_cast<int64_t>(limit) - 256) / 3 - o.e_few;
     if (fits < std::min<int64_t>(max_open, o.e_many)) {
         max_open = static_cast<int>(std::max<int64_t>(fits, 1));
         line("         WARNING: only %s buckets fit in %llu descriptors: max_open lowered to %d, so the %d-bucket",
@@ -815,30 +842,46 @@ void workload_e(const Env& env, const Data& data) {
     const std::string few_label = std::to_string(o.e_few) + "-buckets";
     const std::string many_label = std::to_string(o.e_many) + "-buckets";
 
-    EStore few = build_e_store(env, data, few_label, o.e_few, max_open, batch_few);
-    EReadOutcome r_few = read_e_store(env, data, few, few_label, max_open, seq, true);
-    EStore many = build_e_store(env, data, many_label, o.e_many, max_open, batch_many);
-    EReadOutcome r_many = read_e_store(env, data, many, many_label, max_open, seq, true);
-
-    report({"e", "point reads, " + std::to_string(o.e_many) + " vs " + std::to_string(o.e_few) + " buckets",
-            std::to_string(o.e_many) + " buckets", o.e_reads / r_many.seconds, std::to_string(o.e_few) + " buckets",
-            o.e_reads / r_few.seconds, 0.8});
+    EStore few = build_e_store(env, data, "e-few", few_label, o.e_few, max_open, batch_few);
+    EStore many = build_e_store(env, data, "e-many", many_label, o.e_many, max_open, batch_many);
+    {
+        SideHandle h[2] = {open_e_reader(env, data, many, many_label, max_open, true),
+                           open_e_reader(env, data, few, few_label, max_open, true)};
+        auto [t_many, t_few] = interleaved(o.e_reads, kRounds, [&](int side, int64_t from, int64_t to) {
+            return point_reads(*h[side].conn, data, seq.data() + from, seq.data() + to);
+        });
+        line("  time   %-74s %9.3f s", ("e/" + many_label + ": " + with_commas(o.e_reads) + " point reads, max_open=" +
+                                         std::to_string(max_open)).c_str(), t_many);
+        line("  time   %-74s %9.3f s", ("e/" + few_label + ": " + with_commas(o.e_reads) + " point reads, max_open=" +
+                                         std::to_string(max_open)).c_str(), t_few);
+        line("         aerials stats %s: %s", many_label.c_str(), aerials_stats(h[0]).c_str());
+        line("         aerials stats %s: %s", few_label.c_str(), aerials_stats(h[1]).c_str());
+        report({"e", "point reads, " + std::to_string(o.e_many) + " vs " + std::to_string(o.e_few) + " buckets",
+                std::to_string(o.e_many) + " buckets", o.e_reads / t_many, std::to_string(o.e_few) + " buckets",
+                o.e_reads / t_few, 0.8});
+        auto start = Clock::now();
+        h[0].conn.reset();
+        h[1].conn.reset();
+        setup_step("e: close both read connections", seconds_since(start));
+    }
 
     if (o.e_thrash_reads > 0) {
+        const double few_rate = g_results.back().reference;
         line("    information: the %d-bucket store read with max_open=%d (LRU far smaller than the store; no warm-up,",
              o.e_many, o.e_thrash_max_open);
         line("    which could not help), the first %s reads of the same sequence (fewer reads: nearly each one reopens",
              with_commas(o.e_thrash_reads).c_str());
-        line("    a bucket file; the rate is what matters)");
-        std::vector<uint32_t> thrash_seq(seq.begin(), seq.begin() + std::min<int64_t>(o.e_thrash_reads, seq.size()));
-        if (static_cast<int64_t>(thrash_seq.size()) < o.e_thrash_reads) {
-            thrash_seq = random_indices(o.e_thrash_reads, o.e_rows, kSeed + 2);
-        }
-        EReadOutcome r_thrash = read_e_store(env, data, many, many_label, o.e_thrash_max_open, thrash_seq, false);
+        line("    a bucket file; the rate is what matters); reference: the %d-bucket rate above", o.e_few);
+        std::vector<uint32_t> thrash_seq = random_indices(o.e_thrash_reads, o.e_rows, kSeed + 2);
+        SideHandle h = open_e_reader(env, data, many, many_label, o.e_thrash_max_open, false);
+        double t = point_reads(*h.conn, data, thrash_seq);
+        line("  time   %-74s %9.3f s", ("e/" + many_label + ": " + with_commas(o.e_thrash_reads) +
+                                         " point reads, max_open=" + std::to_string(o.e_thrash_max_open)).c_str(), t);
+        line("         aerials stats: %s", aerials_stats(h).c_str());
         report({"e64", "point reads, " + std::to_string(o.e_many) + " buckets, max_open=" +
                            std::to_string(o.e_thrash_max_open),
-                std::to_string(o.e_many) + " buckets", thrash_seq.size() / r_thrash.seconds,
-                std::to_string(o.e_few) + " buckets", o.e_reads / r_few.seconds, 0});
+                std::to_string(o.e_many) + " buckets", o.e_thrash_reads / t, std::to_string(o.e_few) + " buckets",
+                few_rate, 0});
     }
 }
 
@@ -846,7 +889,7 @@ void workload_e(const Env& env, const Data& data) {
 
 void print_table() {
     line("\nSummary (ratio = measured / reference; aerials / sqlite for a-d, many / few buckets for e)");
-    line("%-5s %-44s %-18s %14s  %-18s %14s  %7s  %s", "id", "workload", "measured", "rate", "reference", "rate",
+    line("%-5s %-44s %-14s %18s  %-14s %18s  %7s  %s", "id", "workload", "measured", "rate", "reference", "rate",
          "ratio", "goal");
     for (const Result& r : g_results) {
         char goal[48];
@@ -855,7 +898,7 @@ void print_table() {
         } else {
             std::snprintf(goal, sizeof goal, "(information)");
         }
-        line("%-5s %-44s %-18s %14s  %-18s %14s  %7.3f  %s", r.id.c_str(), r.name.c_str(), r.measured_label.c_str(),
+        line("%-5s %-44s %-14s %18s  %-14s %18s  %7.3f  %s", r.id.c_str(), r.name.c_str(), r.measured_label.c_str(),
              (rate(r.measured) + " " + r.unit).c_str(), r.reference_label.c_str(),
              (rate(r.reference) + " " + r.unit).c_str(), r.ratio(), goal);
     }
@@ -912,7 +955,8 @@ int run(const Options& o) {
     line("  SQL        INSERT INTO kv(key, value) VALUES (?1, ?2) / SELECT value FROM kv WHERE key = ?1 (prepared)");
     line("  data       keys 'key:%%08d' inserted in ascending order, values %d random bytes bound as blobs", kValueBytes);
     line("             (the same bytes on both sides, fixed seed); every read value is compared with what was written");
-    line("  order      aerials first, then sqlite, in each workload");
+    line("  order      the two sides take turns (whole loads in (a), rounds in (b)-(e)), alternating which goes");
+    line("             first, so that both meet the same load of this (shared) machine");
 
     Data data(std::max({o.rows, o.autocommit_n, o.e_rows}));
 
