@@ -1,5 +1,6 @@
 -- The catalog of a store: root/aerial.sq3.
--- Schema version 1 (PRAGMA user_version). A release that changes this file
+-- Schema version 2 (PRAGMA user_version); sql/catalog_migrate_*.sql take older
+-- catalogs forward. A release that changes this file
 -- raises the version and adds a migration; a store with a newer version than
 -- the running code understands is refused rather than misread.
 CREATE TABLE settings(
@@ -30,4 +31,13 @@ CREATE TABLE buckets_meta(
   status         TEXT NOT NULL DEFAULT 'active'
 );
 
-PRAGMA user_version = 1;
+-- The user collections (sharded tables) of the store. The key-value
+-- collection is built in and not listed.
+CREATE TABLE collections(
+  name       TEXT PRIMARY KEY,        -- lower case; its table is c_<name> in every bucket
+  shard_key  TEXT NOT NULL,
+  definition TEXT NOT NULL,           -- column and constraint definitions, as declared
+  created_at INTEGER NOT NULL
+);
+
+PRAGMA user_version = 2;

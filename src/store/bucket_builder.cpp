@@ -40,7 +40,8 @@ void DurabilityBatch::sync() {
     dirs_.clear();
 }
 
-BucketBuilder::BucketBuilder(const fs::path& root, BucketId id) : id_(id), path_(root / id.relative_path()) {
+BucketBuilder::BucketBuilder(const fs::path& root, BucketId id, const std::vector<Collection>& collections)
+    : id_(id), path_(root / id.relative_path()), collections_(collections) {
     for (fs::path dir = path_.parent_path(); dir != root && !fs::exists(dir); dir = dir.parent_path()) {
         new_dirs_.push_back(dir);
     }
@@ -62,6 +63,24 @@ BucketBuilder::BucketBuilder(const fs::path& root, BucketId id) : id_(id), path_
     put("split_k", 0);
     put("created_at", unix_ms_now());
     insert_ = db_.prepare("INSERT INTO bucket(key, subkey, value) VALUES (?1, ?2, ?3)");
+    for (const Collection& c : collections_) {
+        db_.exec(c.create_table_sql);
+        std::string columns, params;
+        for (size_t i = 0; i < c.columns.size(); ++i) {
+            columns += quote_identifier(c.columns[i].name) + ", ";
+            params += "?" + std::to_string(i + 1) + ", ";
+        }
+        insert_rows_.push_back(db_.prepare("INSERT INTO " + quote_identifier(c.table) + "(" + columns + "rowid) VALUES (" +
+                                           params + "?" + std::to_string(c.columns.size() + 1) + ")"));
+    }
+}
+
+void BucketBuilder::insert_row(size_t index, sqlite::Statement& source) {
+    sqlite::Statement& insert = insert_rows_[index];
+    int n = static_cast<int>(collections_[index].columns.size()) + 1;
+    for (int i = 0; i < n; ++i) insert.bind(i + 1, source.column_value(i));
+    insert.run();
+    ++records_;
 }
 
 void BucketBuilder::insert(sqlite3_value* key, sqlite3_value* subkey, sqlite3_value* value) {
@@ -74,6 +93,11 @@ void BucketBuilder::insert(sqlite3_value* key, sqlite3_value* subkey, sqlite3_va
 
 int64_t BucketBuilder::seal(DurabilityBatch& batch) {
     insert_ = sqlite::Statement();
+    insert_rows_.clear();
+    // Indexes are built once the rows are in: faster than maintaining them.
+    for (const Collection& c : collections_) {
+        for (const std::string& index : c.create_index_sql) db_.exec(index);
+    }
     sqlite::Statement count = db_.prepare("UPDATE bucket_meta SET value=?1 WHERE name='records'");
     count.bind(1, records_);
     count.run();

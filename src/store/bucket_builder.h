@@ -11,19 +11,24 @@
 
 #include "sqlite/database.h"
 #include "store/bucket_id.h"
+#include "store/collection.h"
 
 namespace aerials::store {
 
 class BucketBuilder {
 public:
     // Removes leftovers of an earlier crashed attempt and creates the file,
-    // with its schema, inside an open transaction.
-    BucketBuilder(const std::filesystem::path& root, BucketId id);
+    // with its schema and a table per collection, inside an open transaction.
+    BucketBuilder(const std::filesystem::path& root, BucketId id, const std::vector<Collection>& collections);
     BucketBuilder(const BucketBuilder&) = delete;
     BucketBuilder& operator=(const BucketBuilder&) = delete;
 
-    // Adds one record (the caller guarantees (key, subkey) is new).
+    // Adds one key-value record (the caller guarantees (key, subkey) is new).
     void insert(sqlite3_value* key, sqlite3_value* subkey, sqlite3_value* value);
+    // Adds one row of collection `index` (into collections as given), the
+    // row's columns followed by its rowid, which is kept: rowids identify rows
+    // to UPDATE and DELETE and must survive a split.
+    void insert_row(size_t index, sqlite::Statement& source);
     int64_t records() const { return records_; }
 
     // Commits, switches to WAL and closes. Returns the bytes in use. The file
@@ -35,6 +40,8 @@ private:
     std::filesystem::path path_;
     sqlite::Database db_;
     sqlite::Statement insert_;
+    std::vector<sqlite::Statement> insert_rows_;  // per collection
+    std::vector<Collection> collections_;
     int64_t records_ = 0;
     std::vector<std::filesystem::path> new_dirs_;  // created for this file
 };

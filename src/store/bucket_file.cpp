@@ -1,6 +1,7 @@
 #include "store/bucket_file.h"
 
 #include <chrono>
+#include <optional>
 #include <system_error>
 
 #include "schema_sql.h"
@@ -13,8 +14,10 @@ namespace {
 
 }  // namespace
 
-BucketFile::BucketFile(const fs::path& root, BucketId id, const BucketConnectionSettings& settings)
-    : id_(id), path_((root / id.relative_path()).string()), idle_(static_cast<size_t>(BucketQuery::kCount)) {
+BucketFile::BucketFile(const fs::path& root, BucketId id, const BucketConnectionSettings& settings,
+                       const std::vector<Collection>& collections, uint64_t collections_version)
+    : id_(id), path_((root / id.relative_path()).string()),
+      pools_by_query_(static_cast<size_t>(BucketQuery::kCount), nullptr) {
     // Never SQLITE_OPEN_CREATE here: a bucket file that is missing was split
     // away by another process, and silently creating an empty one would hide
     // every record it had.
@@ -41,6 +44,51 @@ BucketFile::BucketFile(const fs::path& root, BucketId id, const BucketConnection
         if (db_.table_exists("bucket_frozen")) throw BucketRetired("bucket file '" + path_ + "' was split");
         throw sqlite::Error(SQLITE_CORRUPT, "bucket file '" + path_ + "' is damaged: it has no bucket table");
     }
+    ensure_collections(collections, collections_version);
+}
+
+void BucketFile::ensure_collections(const std::vector<Collection>& collections, uint64_t version) {
+    sqlite::Statement find = db_.prepare("SELECT sql FROM sqlite_schema WHERE type = 'table' AND name = ?1");
+    auto recorded_sql = [&](const Collection& c) -> std::optional<std::string> {
+        find.bind(1, c.table);
+        std::optional<std::string> sql;
+        if (find.step()) sql = find.column_text(0);
+        find.reset();
+        return sql;
+    };
+    std::vector<const Collection*> missing;
+    for (const Collection& c : collections) {
+        std::optional<std::string> sql = recorded_sql(c);
+        if (!sql) {
+            missing.push_back(&c);
+        } else if (*sql != c.create_table_sql) {
+            throw sqlite::Error(SQLITE_ERROR, "bucket file '" + path_ + "' holds table " + c.name +
+                                                  " with another schema than the catalog records: " + *sql +
+                                                  " (expected " + c.create_table_sql + ")");
+        }
+    }
+    if (!missing.empty()) {
+        // Inside this process's own write transaction the tables are created
+        // in it (and vanish with a rollback: the next use creates them again).
+        bool own_txn = !in_txn_;
+        if (own_txn) db_.exec("BEGIN IMMEDIATE");
+        try {
+            if (!db_.table_exists("bucket")) throw BucketRetired("bucket file '" + path_ + "' was split");
+            for (const Collection* c : missing) {
+                if (recorded_sql(*c)) continue;  // another process was quicker
+                db_.exec(c->create_table_sql);
+                for (const std::string& index : c->create_index_sql) db_.exec(index);
+            }
+            if (own_txn) db_.exec("COMMIT");
+        } catch (...) {
+            if (own_txn && sqlite3_get_autocommit(db_.get()) == 0) {
+                sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+            }
+            throw;
+        }
+        if (!own_txn) return;  // not durable yet: check again next time
+    }
+    collections_version_ = version;
 }
 
 BucketFile::~BucketFile() {
@@ -90,11 +138,13 @@ std::string BucketFile::sql_for(BucketQuery query) const {
     throw std::logic_error("unknown bucket query");
 }
 
-sqlite::Statement* BucketFile::acquire(BucketQuery query) {
-    auto& pool = idle_[static_cast<size_t>(query)];
-    if (!pool.empty()) {
-        sqlite::Statement* stmt = pool.back().release();
-        pool.pop_back();
+sqlite::Statement* BucketFile::acquire(BucketQuery query, StatementPool** pool) {
+    StatementPool*& known = pools_by_query_[static_cast<size_t>(query)];
+    if (!known) known = &pools_[sql_for(query)];
+    *pool = known;
+    if (!known->empty()) {
+        sqlite::Statement* stmt = known->back().release();
+        known->pop_back();
         return stmt;
     }
     try {
@@ -104,8 +154,19 @@ sqlite::Statement* BucketFile::acquire(BucketQuery query) {
     }
 }
 
-void BucketFile::release(BucketQuery query, sqlite::Statement* stmt) {
-    idle_[static_cast<size_t>(query)].emplace_back(stmt);
+sqlite::Statement* BucketFile::acquire(const std::string& sql, StatementPool** pool) {
+    StatementPool& found = pools_[sql];
+    *pool = &found;
+    if (!found.empty()) {
+        sqlite::Statement* stmt = found.back().release();
+        found.pop_back();
+        return stmt;
+    }
+    try {
+        return new sqlite::Statement(db_.prepare(sql));
+    } catch (const std::exception& e) {
+        rethrow(e, "prepare");
+    }
 }
 
 void BucketFile::rethrow(const std::exception& failure, const char* what) {
@@ -158,15 +219,16 @@ void BucketFile::begin(int savepoint_depth, int wait_ms, int held) {
 
 void BucketFile::flush_counters() {
     if (!in_txn_ || records_delta_ == 0) return;
-    sqlite::Statement* stmt = acquire(BucketQuery::kAddRecords);
+    StatementPool* pool = nullptr;
+    sqlite::Statement* stmt = acquire(BucketQuery::kAddRecords, &pool);
     stmt->bind(1, records_delta_);
     try {
         stmt->run();
     } catch (...) {
-        release(BucketQuery::kAddRecords, stmt);
+        release(pool, stmt);
         throw;
     }
-    release(BucketQuery::kAddRecords, stmt);
+    release(pool, stmt);
     records_delta_ = 0;
 }
 
@@ -230,16 +292,17 @@ void BucketFile::rollback() {
 }
 
 int64_t BucketFile::query_cached(BucketQuery query) {
-    sqlite::Statement* stmt = acquire(query);
+    StatementPool* pool = nullptr;
+    sqlite::Statement* stmt = acquire(query, &pool);
     int64_t value = 0;
     try {
         value = stmt->step() ? stmt->column_int(0) : 0;
         stmt->reset();
     } catch (...) {
-        release(query, stmt);
+        release(pool, stmt);
         throw;
     }
-    release(query, stmt);
+    release(pool, stmt);
     return value;
 }
 

@@ -8,10 +8,12 @@
 #include <stdexcept>
 #include <utility>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "sqlite/database.h"
 #include "store/bucket_id.h"
+#include "store/collection.h"
 
 namespace aerials::store {
 
@@ -22,8 +24,9 @@ public:
     using std::runtime_error::runtime_error;
 };
 
-// The statements a bucket file serves. Each kind has a small pool so that two
-// cursors over the same bucket (a self-join) never share one statement.
+// The fixed statements a bucket file serves (queries built from query plans
+// are cached by their text). Every statement text has a small pool, so that
+// two cursors over the same bucket (a self-join) never share one statement.
 enum class BucketQuery : int {
     kGetOne,       // ?1 key, ?2 subkey -> key, subkey, value
     kGetKey,       // ?1 key -> key, subkey, value (every subkey)
@@ -46,9 +49,17 @@ struct BucketConnectionSettings {
 
 class BucketFile {
 public:
-    // Opens an existing bucket file. Throws BucketRetired if the file is gone
-    // or frozen by a split, sqlite::Error (naming the path) if it is damaged.
-    BucketFile(const std::filesystem::path& root, BucketId id, const BucketConnectionSettings& settings);
+    // Opens an existing bucket file and makes sure it holds a table for each
+    // collection. Throws BucketRetired if the file is gone or frozen by a
+    // split, sqlite::Error (naming the path) if it is damaged or one of its
+    // collection tables has another schema than the catalog records.
+    BucketFile(const std::filesystem::path& root, BucketId id, const BucketConnectionSettings& settings,
+               const std::vector<Collection>& collections, uint64_t collections_version);
+
+    // Creates missing collection tables (outside a write transaction) and
+    // checks existing ones against their recorded schema.
+    void ensure_collections(const std::vector<Collection>& collections, uint64_t version);
+    uint64_t collections_version() const { return collections_version_; }
     ~BucketFile();
 
     // Removes the bucket file and its -wal and -shm. REQUIRES: not open here.
@@ -58,9 +69,12 @@ public:
     const std::string& path() const { return path_; }
     sqlite::Database& db() { return db_; }
 
-    // Statements are checked out and must be returned (StatementLease does it).
-    sqlite::Statement* acquire(BucketQuery query);
-    void release(BucketQuery query, sqlite::Statement* stmt);
+    // Statements are checked out of a pool and must be returned to it
+    // (StatementLease does it). The pool pointer stays valid while the file lives.
+    using StatementPool = std::vector<std::unique_ptr<sqlite::Statement>>;
+    sqlite::Statement* acquire(BucketQuery query, StatementPool** pool);
+    sqlite::Statement* acquire(const std::string& sql, StatementPool** pool);
+    static void release(StatementPool* pool, sqlite::Statement* stmt) { pool->emplace_back(stmt); }
 
     // Converts a failure of an operation on this bucket into BucketRetired when
     // the bucket turns out to have been frozen by a split; otherwise rethrows
@@ -94,7 +108,9 @@ private:
     BucketId id_;
     std::string path_;
     sqlite::Database db_;
-    std::vector<std::vector<std::unique_ptr<sqlite::Statement>>> idle_;  // per query kind
+    std::unordered_map<std::string, StatementPool> pools_;  // by statement text
+    std::vector<StatementPool*> pools_by_query_;            // BucketQuery -> its pool
+    uint64_t collections_version_ = 0;
 
     bool in_txn_ = false;
     int begin_depth_ = 0;
@@ -108,16 +124,20 @@ private:
 class StatementLease {
 public:
     StatementLease() = default;
-    StatementLease(std::shared_ptr<BucketFile> file, BucketQuery query)
-        : file_(std::move(file)), query_(query), stmt_(file_->acquire(query)) {}
+    StatementLease(std::shared_ptr<BucketFile> file, BucketQuery query) : file_(std::move(file)) {
+        stmt_ = file_->acquire(query, &pool_);
+    }
+    StatementLease(std::shared_ptr<BucketFile> file, const std::string& sql) : file_(std::move(file)) {
+        stmt_ = file_->acquire(sql, &pool_);
+    }
     ~StatementLease() { reset(); }
     StatementLease(StatementLease&& other) noexcept
-        : file_(std::move(other.file_)), query_(other.query_), stmt_(std::exchange(other.stmt_, nullptr)) {}
+        : file_(std::move(other.file_)), pool_(other.pool_), stmt_(std::exchange(other.stmt_, nullptr)) {}
     StatementLease& operator=(StatementLease&& other) noexcept {
         if (this != &other) {
             reset();
             file_ = std::move(other.file_);
-            query_ = other.query_;
+            pool_ = other.pool_;
             stmt_ = std::exchange(other.stmt_, nullptr);
         }
         return *this;
@@ -125,7 +145,7 @@ public:
     void reset() {
         if (stmt_) {
             stmt_->reset();
-            file_->release(query_, stmt_);
+            BucketFile::release(pool_, stmt_);
             stmt_ = nullptr;
         }
         file_.reset();
@@ -143,10 +163,11 @@ public:
     sqlite::Statement* operator->() const { return stmt_; }
     explicit operator bool() const { return stmt_ != nullptr; }
     BucketFile& file() const { return *file_; }
+    const std::shared_ptr<BucketFile>& file_ptr() const { return file_; }
 
 private:
     std::shared_ptr<BucketFile> file_;
-    BucketQuery query_ = BucketQuery::kGetOne;
+    BucketFile::StatementPool* pool_ = nullptr;
     sqlite::Statement* stmt_ = nullptr;
 };
 

@@ -64,6 +64,7 @@ Catalog::Catalog(const StoreOptions& options)
                                               std::to_string(schema::kCatalogVersion) + "): upgrade aerials");
     }
     if (version == 0) create_store(options);
+    if (version == 1) migrate(version);
     load_settings();
     if (options.limits_given &&
         (options.limits.max_records != limits_.max_records || options.limits.max_bytes != limits_.max_bytes)) {
@@ -94,13 +95,55 @@ void Catalog::create_store(const StoreOptions& options) {
     for (uint64_t prefix = 0; prefix < count; ++prefix) {
         BucketId id{options.initial_depth, prefix};
         // Leftovers of a creation that crashed before this commit are replaced.
-        BucketBuilder builder(root_, id);
+        BucketBuilder builder(root_, id, {});
         BucketMeta meta;
         meta.bytes = builder.seal(batch);
         meta.mtime = unix_ms_now();
         add_bucket_row(id, meta);
     }
     batch.sync();
+    txn.commit();
+}
+
+void Catalog::migrate(int64_t from) {
+    sqlite::Transaction txn(db_, "BEGIN IMMEDIATE");
+    // Another process may have migrated while we waited for the lock.
+    if (db_.query_int("PRAGMA user_version") == from && from == 1) db_.exec(schema::kCatalogMigrate2Sql);
+    txn.commit();
+}
+
+std::vector<Collection> Catalog::load_collections() {
+    std::vector<Collection> collections;
+    sqlite::Statement stmt = db_.prepare("SELECT name, shard_key, definition FROM collections ORDER BY name");
+    while (stmt.step()) {
+        collections.push_back(collection_from_catalog(stmt.column_text(0), stmt.column_text(1), stmt.column_text(2)));
+    }
+    stmt.reset();
+    return collections;
+}
+
+void Catalog::register_collection(const Collection& collection) {
+    sqlite::Transaction txn(db_, "BEGIN IMMEDIATE");
+    sqlite::Statement find = db_.prepare("SELECT shard_key, definition FROM collections WHERE name = ?1");
+    find.bind(1, collection.name);
+    if (find.step()) {
+        std::string shard_key = find.column_text(0), definition = find.column_text(1);
+        find.reset();
+        if (shard_key != collection.shard_key() || definition != collection.definition) {
+            throw std::invalid_argument("table " + collection.name + " already exists in the store at '" +
+                                        root_.string() + "' with a different schema: shard_key=" + shard_key +
+                                        ", " + definition);
+        }
+        return;
+    }
+    find.reset();
+    sqlite::Statement add = db_.prepare(
+        "INSERT INTO collections(name, shard_key, definition, created_at) VALUES (?1, ?2, ?3, ?4)");
+    add.bind(1, collection.name);
+    add.bind(2, collection.shard_key());
+    add.bind(3, collection.definition);
+    add.bind(4, unix_ms_now());
+    add.run();
     txn.commit();
 }
 

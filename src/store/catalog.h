@@ -10,6 +10,7 @@
 
 #include "sqlite/database.h"
 #include "store/bucket_id.h"
+#include "store/collection.h"
 #include "store/options.h"
 
 namespace aerials::store {
@@ -49,8 +50,15 @@ public:
 
     void update_meta(const BucketId& id, const BucketMeta& meta);
 
+    // The user collections the catalog lists.
+    std::vector<Collection> load_collections();
+    // Records `collection`, or checks that the one recorded under its name has
+    // the same definition (an error naming both otherwise).
+    void register_collection(const Collection& collection);
+
 private:
     void create_store(const StoreOptions& options);
+    void migrate(int64_t from);
     void load_settings();
     void write_limits(const StoreLimits& limits);
     void add_bucket_row(const BucketId& id, const BucketMeta& meta);

@@ -25,12 +25,13 @@ int choose_split_ways(const BucketId& parent, int64_t records, int64_t bytes, co
     return k;
 }
 
-// Copies every row of `table` in `source` into the 2^k children of `parent`,
-// each sealed durably before this returns.
-std::vector<BucketMeta> build_children(Catalog& catalog, sqlite::Database& source, const char* table,
+// Copies every row of every collection in `source` (its live tables, or its
+// frozen ones) into the 2^k children of `parent`.
+std::vector<BucketMeta> build_children(Catalog& catalog, sqlite::Database& source, bool frozen,
                                        const BucketId& parent, int k, const BucketConnectionSettings& settings,
                                        std::vector<BucketId>& children) {
     size_t ways = size_t{1} << k;
+    std::vector<Collection> collections = catalog.load_collections();
     children.clear();
     std::vector<std::unique_ptr<BucketBuilder>> builders;
     std::vector<XXH3_state_t*> digests(ways, nullptr);
@@ -42,21 +43,42 @@ std::vector<BucketMeta> build_children(Catalog& catalog, sqlite::Database& sourc
     } digest_free{digests};
     for (size_t i = 0; i < ways; ++i) {
         children.push_back(parent.child(k, i));
-        builders.push_back(std::make_unique<BucketBuilder>(catalog.root(), children.back()));
+        builders.push_back(std::make_unique<BucketBuilder>(catalog.root(), children.back(), collections));
         digests[i] = XXH3_createState();
         if (!digests[i]) throw std::bad_alloc();
         XXH3_64bits_reset(digests[i]);
     }
-    sqlite::Statement rows = source.prepare(std::string("SELECT key, subkey, value FROM ") + table);
     std::string row_bytes;
+    auto digest_row = [&](size_t child, sqlite::Statement& rows, int columns) {
+        row_bytes.clear();
+        for (int c = 0; c < columns; ++c) append_value(rows.column_value(c), row_bytes);
+        XXH3_64bits_update(digests[child], row_bytes.data(), row_bytes.size());
+    };
+    const Collection& kv = key_value_collection();
+    sqlite::Statement rows = source.prepare("SELECT key, subkey, value FROM " +
+                                            quote_identifier(frozen ? kv.frozen_table() : kv.table));
     while (rows.step()) {
         size_t i = parent.child_index(hash_key(rows.column_value(0)), k);
         builders[i]->insert(rows.column_value(0), rows.column_value(1), rows.column_value(2));
-        row_bytes.clear();
-        for (int c = 0; c < 3; ++c) append_value(rows.column_value(c), row_bytes);
-        XXH3_64bits_update(digests[i], row_bytes.data(), row_bytes.size());
+        digest_row(i, rows, 3);
     }
     rows.reset();
+    for (size_t c = 0; c < collections.size(); ++c) {
+        const Collection& collection = collections[c];
+        std::string table = frozen ? collection.frozen_table() : collection.table;
+        if (!source.table_exists(table)) continue;  // collection created after this bucket last changed
+        std::string columns;
+        for (const CollectionColumn& column : collection.columns) columns += quote_identifier(column.name) + ", ";
+        sqlite::Statement rows =
+            source.prepare("SELECT " + columns + "rowid FROM " + quote_identifier(table));
+        int n = static_cast<int>(collection.columns.size());
+        while (rows.step()) {
+            size_t i = parent.child_index(hash_key(rows.column_value(collection.shard_column)), k);
+            builders[i]->insert_row(c, rows);
+            digest_row(i, rows, n + 1);
+        }
+        rows.reset();
+    }
     DurabilityBatch batch(settings.synchronous != "OFF");
     std::vector<BucketMeta> metas(ways);
     for (size_t i = 0; i < ways; ++i) {
@@ -84,12 +106,19 @@ SplitOutcome split_if_over_bounds(Catalog& catalog, BucketFile& parent, const Bu
     if ((records <= limits.max_records && bytes <= limits.max_bytes) || records < 2) return outcome;
 
     int k = choose_split_ways(id, records, bytes, limits);
-    std::vector<BucketMeta> metas = build_children(catalog, db, "bucket", id, k, settings, outcome.children);
+    std::vector<BucketMeta> metas = build_children(catalog, db, false, id, k, settings, outcome.children);
     crash_point("split:children_built");
 
     sqlite::Statement mark = db.prepare("UPDATE bucket_meta SET value=?1 WHERE name='split_k'");
     mark.bind(1, int64_t{k});
     mark.run();
+    // Every data table is renamed, so that every statement prepared against
+    // any of them fails to re-prepare; `bucket` going is the marker.
+    for (const Collection& c : catalog.load_collections()) {
+        if (db.table_exists(c.table)) {
+            db.exec("ALTER TABLE " + quote_identifier(c.table) + " RENAME TO " + quote_identifier(c.frozen_table()));
+        }
+    }
     db.exec("ALTER TABLE bucket RENAME TO bucket_frozen");
     lock.commit();
     crash_point("split:frozen");
@@ -117,7 +146,7 @@ bool finish_frozen_split(Catalog& catalog, const BucketId& parent, const BucketC
     std::vector<BucketId> children;
     // Holding the catalog's write lock with the parent still listed, no
     // process can be using any child: they become visible only at the switch.
-    std::vector<BucketMeta> metas = build_children(catalog, frozen, "bucket_frozen", parent, k, settings, children);
+    std::vector<BucketMeta> metas = build_children(catalog, frozen, true, parent, k, settings, children);
     catalog.replace_bucket_locked(parent, children, metas);
     catalog_lock.commit();
     frozen.close();

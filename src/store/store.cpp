@@ -16,6 +16,13 @@ Store::Store(const StoreOptions& options)
       connection_settings_{options.busy_timeout_ms, options.synchronous} {
     if (options.max_open < 1) throw std::invalid_argument("max_open must be at least 1");
     reload_map();
+    collections_ = catalog_.load_collections();
+}
+
+void Store::register_collection(const Collection& collection) {
+    catalog_.register_collection(collection);
+    collections_ = catalog_.load_collections();
+    ++collections_version_;
 }
 
 Store::~Store() {
@@ -44,9 +51,13 @@ std::shared_ptr<BucketFile> Store::open(const BucketId& id) {
     auto found = lru_index_.find(lru_key(id));
     if (found != lru_index_.end()) {
         lru_.splice(lru_.begin(), lru_, found->second);
-        return *found->second;
+        std::shared_ptr<BucketFile>& cached = *found->second;
+        if (cached->collections_version() != collections_version_) {
+            cached->ensure_collections(collections_, collections_version_);
+        }
+        return cached;
     }
-    auto file = std::make_shared<BucketFile>(root(), id, connection_settings_);
+    auto file = std::make_shared<BucketFile>(root(), id, connection_settings_, collections_, collections_version_);
     ++stats_.bucket_opens;
     lru_.push_front(file);
     lru_index_[lru_key(id)] = lru_.begin();

@@ -38,6 +38,11 @@ public:
     Catalog& catalog() { return catalog_; }
     const StoreOptions& options() const { return options_; }
 
+    // Records a user collection in the catalog (or checks it against the
+    // recorded one) and makes sure open bucket files hold its table.
+    void register_collection(const Collection& collection);
+    const std::vector<Collection>& collections() const { return collections_; }
+
     // The routing map, ordered by hash range. Changes when a split is seen.
     const std::vector<BucketId>& buckets() const { return map_; }
     BucketId route(Hash h) const;
@@ -113,6 +118,8 @@ private:
     Catalog catalog_;
     BucketConnectionSettings connection_settings_;
     std::vector<BucketId> map_;
+    std::vector<Collection> collections_;  // user collections known to this process
+    uint64_t collections_version_ = 1;     // bumped when collections_ changes
 
     using LruList = std::list<std::shared_ptr<BucketFile>>;
     LruList lru_;  // most recent first

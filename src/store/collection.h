@@ -1,0 +1,51 @@
+// A collection: one logical table of a store, held as one real SQLite table in
+// every bucket file. The key-value table is the built-in collection `bucket`
+// (key, subkey, value) whose shard key is `key`; user collections are declared
+// with columns and constraints and live in tables named "c_<name>".
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace aerials::store {
+
+struct CollectionColumn {
+    std::string name;
+    std::string type;       // declared type, may be empty
+    std::string collation;  // "BINARY" unless declared otherwise
+};
+
+struct Collection {
+    std::string name;                  // lower case; "" for the key-value collection
+    std::string table;                 // table name inside bucket files
+    std::vector<CollectionColumn> columns;
+    int shard_column = 0;              // index into columns
+    bool key_value = false;            // the built-in (key, subkey, value) collection
+    std::string definition;            // the column and constraint definitions as declared
+    std::string create_table_sql;      // CREATE TABLE for bucket files
+    std::vector<std::string> create_index_sql;
+
+    const std::string& shard_key() const { return columns[static_cast<size_t>(shard_column)].name; }
+    // The table's name once a split froze its bucket.
+    std::string frozen_table() const;
+};
+
+// The built-in key-value collection.
+const Collection& key_value_collection();
+
+// Builds a user collection from the module's column and constraint arguments
+// (e.g. "order_id INTEGER", "PRIMARY KEY(a, b)", "INDEX(placed_at)"). SQLite
+// itself validates the definitions, in a private in-memory database. Throws
+// std::invalid_argument naming what is wrong.
+Collection define_collection(const std::string& name, const std::vector<std::string>& definitions,
+                             const std::string& shard_key);
+
+// Rebuilds a collection from what the catalog recorded.
+Collection collection_from_catalog(const std::string& name, const std::string& shard_key,
+                                   const std::string& definition);
+
+// "name" with embedded quotes doubled.
+std::string quote_identifier(const std::string& name);
+
+}  // namespace aerials::store
