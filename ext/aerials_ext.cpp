@@ -6,7 +6,7 @@
 #include "sqlite/api.h"
 #include "vtab/buckets_view.h"
 #include "vtab/connection_context.h"
-#include "vtab/kv_table.h"
+#include "vtab/table_module.h"
 
 SQLITE_EXTENSION_INIT1
 
@@ -20,7 +20,7 @@ extern "C" __attribute__((visibility("default"))) int sqlite3_aerials_init(sqlit
     }
     try {
         auto context = std::make_shared<aerials::vtab::ConnectionContext>();
-        int rc = aerials::vtab::register_kv_module(db, context);
+        int rc = aerials::vtab::register_table_module(db, context);
         if (rc == SQLITE_OK) rc = aerials::vtab::register_buckets_view(db, context);
         if (rc == SQLITE_OK) rc = aerials::vtab::register_stats_function(db, context);
         if (rc != SQLITE_OK) *err = sqlite3_mprintf("aerials: registration failed: %s", sqlite3_errmsg(db));

@@ -130,3 +130,24 @@ RecordId decode_record_id(std::string_view blob) {
 }
 
 }  // namespace aerials::store
+
+namespace aerials::store {
+
+std::string encode_row_id(sqlite3_value* shard_key, int64_t rowid) {
+    std::string out(4, '\0');
+    encode_key(shard_key, out);
+    auto key_size = static_cast<uint32_t>(out.size() - 4);
+    for (int i = 0; i < 4; ++i) out[i] = static_cast<char>((key_size >> (24 - 8 * i)) & 0xff);
+    auto bits = static_cast<uint64_t>(rowid);
+    for (int shift = 56; shift >= 0; shift -= 8) out.push_back(static_cast<char>((bits >> shift) & 0xff));
+    return out;
+}
+
+int64_t decode_rowid(std::string_view encoded_rowid) {
+    if (encoded_rowid.size() != 8) throw std::invalid_argument("malformed row id");
+    uint64_t v = 0;
+    for (unsigned char c : encoded_rowid) v = (v << 8) | c;
+    return static_cast<int64_t>(v);
+}
+
+}  // namespace aerials::store

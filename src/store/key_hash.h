@@ -61,3 +61,13 @@ struct RecordId {
 RecordId decode_record_id(std::string_view blob);
 
 }  // namespace aerials::store
+
+namespace aerials::store {
+
+// The identity of a row of a user collection: its shard key (which names the
+// bucket) and its rowid in that bucket's table, in the record id layout with
+// the 8-byte big-endian rowid in place of the subkey.
+std::string encode_row_id(sqlite3_value* shard_key, int64_t rowid);
+int64_t decode_rowid(std::string_view encoded_rowid);
+
+}  // namespace aerials::store

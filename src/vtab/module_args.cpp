@@ -39,18 +39,47 @@ std::string unquote(const std::string& text) {
     return text;
 }
 
-store::StoreOptions parse_module_args(const std::vector<std::string>& args) {
-    store::StoreOptions options;
+namespace {
+
+// "name = value" with an identifier before the first '=' (and not "=="), or
+// false: then the argument is a table definition such as "total REAL CHECK(total >= 0)".
+bool split_option(const std::string& arg, std::string& name, std::string& value) {
+    size_t eq = arg.find('=');
+    if (eq == std::string::npos || (eq + 1 < arg.size() && arg[eq + 1] == '=')) return false;
+    name = trim(arg.substr(0, eq));
+    if (name.empty() || !(std::isalpha(static_cast<unsigned char>(name[0])) || name[0] == '_')) return false;
+    for (char c : name) {
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '_') return false;
+    }
+    value = unquote(trim(arg.substr(eq + 1)));
+    return true;
+}
+
+}  // namespace
+
+ModuleArgs parse_module_args(const std::vector<std::string>& args) {
+    ModuleArgs parsed;
+    store::StoreOptions& options = parsed.store;
     bool have_root = false;
     for (const std::string& raw : args) {
         std::string arg = trim(raw);
-        size_t eq = arg.find('=');
-        if (eq == std::string::npos) {
-            throw std::invalid_argument("argument '" + arg + "' is not of the form name=value");
+        std::string name, value;
+        if (!split_option(arg, name, value)) {
+            if (arg.empty()) throw std::invalid_argument("empty argument");
+            static const char* const known[] = {"root", "shard_key", "max_records", "max_bytes", "max_open",
+                                                "busy_timeout", "deadlock_timeout", "initial_buckets", "synchronous"};
+            for (const char* option : known) {
+                if (arg == option) {
+                    throw std::invalid_argument("argument '" + arg + "' is not of the form name=value");
+                }
+            }
+            parsed.definitions.push_back(arg);
+            continue;
         }
-        std::string name = trim(arg.substr(0, eq));
-        std::string value = unquote(trim(arg.substr(eq + 1)));
-        if (name == "root") {
+        if (name == "shard_key") {
+            if (value.empty()) throw std::invalid_argument("shard_key is empty: name a column");
+            parsed.shard_key = value;
+        } else if (name == "root") {
             if (value.empty()) throw std::invalid_argument("root is empty: give the store directory, e.g. root='data'");
             options.root = value;
             have_root = true;
@@ -80,12 +109,12 @@ store::StoreOptions parse_module_args(const std::vector<std::string>& args) {
             options.synchronous = upper;
         } else {
             throw std::invalid_argument("unknown argument '" + name +
-                                        "' (known: root, max_records, max_bytes, max_open, busy_timeout, "
+                                        "' (known: root, shard_key, max_records, max_bytes, max_open, busy_timeout, "
                                         "deadlock_timeout, initial_buckets, synchronous)");
         }
     }
     if (!have_root) throw std::invalid_argument("missing argument root: e.g. USING aerials(root='data')");
-    return options;
+    return parsed;
 }
 
 }  // namespace aerials::vtab

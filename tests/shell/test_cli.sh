@@ -20,11 +20,11 @@ EXPLAIN QUERY PLAN SELECT * FROM kv WHERE key IN ('a', 'b', 'c');
 EXPLAIN QUERY PLAN SELECT * FROM kv WHERE key = 'a' AND subkey = 'x';
 EXPLAIN QUERY PLAN SELECT * FROM kv WHERE subkey = 'x';
 EXPLAIN QUERY PLAN SELECT count(*), sum(length(value)) FROM kv;")
-expect_contains "plan key=" "INDEX 1:route key=: one bucket" "$out"
-expect_contains "plan key IN" "INDEX 2:route key IN: owning buckets only" "$out"
-expect_contains "plan key= subkey=" "INDEX 5:route key=: one bucket; subkey=" "$out"
-expect_contains "plan subkey= scan" "INDEX 4:scan all buckets; subkey=" "$out"
-expect_contains "plan scan" "INDEX 0:scan all buckets" "$out"
+expect_contains "plan key=" ":route key=: one bucket"$'\n' "$out"$'\n'
+expect_contains "plan key IN" ":route key IN: owning buckets only"$'\n' "$out"$'\n'
+expect_contains "plan key= subkey=" ":route key=: one bucket; where subkey = ?" "$out"
+expect_contains "plan subkey= scan" ":scan all buckets; where subkey = ?" "$out"
+expect_contains "plan scan" ":scan all buckets"$'\n' "$out"$'\n'
 
 out=$(sql "CREATE VIRTUAL TABLE kv USING aerials(root='data');
 INSERT INTO kv(key, value) VALUES ('n', 1);" || true)
@@ -37,7 +37,7 @@ expect_contains "missing root" "missing argument root" "$out"
 out=$(sql "CREATE VIRTUAL TABLE kv USING aerials(root='data', max_records=ten);" || true)
 expect_contains "bad number" "max_records must be an integer" "$out"
 out=$(sql "CREATE VIRTUAL TABLE kv USING aerials(root='data', oops);" || true)
-expect_contains "malformed argument" "argument 'oops' is not of the form name=value" "$out"
+expect_contains "malformed argument" "argument 'oops' is neither an option (name=value)" "$out"
 touch afile
 out=$(sql "CREATE VIRTUAL TABLE kv USING aerials(root='afile');" || true)
 expect_contains "root is a file" "root 'afile' is not a directory" "$out"

@@ -1,0 +1,545 @@
+// The `aerials` module, reading side: connecting, planning, cursors.
+//
+//   CREATE VIRTUAL TABLE kv USING aerials(root='data');
+//       the key-value table: key, subkey (default ''), value
+//   CREATE VIRTUAL TABLE orders USING aerials(root='data', shard_key=customer_id,
+//       order_id INTEGER, customer_id INTEGER NOT NULL, total REAL,
+//       PRIMARY KEY(customer_id, order_id), INDEX(total));
+//       a user table: a real table with these definitions in every bucket
+//
+// Both are declared WITHOUT ROWID with a hidden single-column primary key
+// `_pk`, a blob naming the row's bucket and the row in it (SQLite requires a
+// single-column key for writable WITHOUT ROWID virtual tables). Writes are in
+// table_writes.cpp; plans in query_plan.cpp.
+#include "vtab/table_module.h"
+
+#include <algorithm>
+#include <cstring>
+#include <string>
+#include <vector>
+
+#include "store/key_hash.h"
+#include "vtab/module_args.h"
+#include "vtab/table.h"
+#include "vtab/value_order.h"
+
+namespace aerials::vtab {
+
+void set_error(sqlite3_vtab* vtab, const std::string& message) {
+    sqlite3_free(vtab->zErrMsg);
+    vtab->zErrMsg = sqlite3_mprintf("%s", message.c_str());
+}
+
+namespace {
+
+using store::BucketFile;
+using store::BucketId;
+using store::StatementLease;
+
+sqlite3_value* make_empty_text(sqlite3* db) {
+    sqlite3_stmt* stmt = nullptr;
+    sqlite3_prepare_v2(db, "SELECT ''", -1, &stmt, nullptr);
+    sqlite3_value* value = nullptr;
+    if (stmt && sqlite3_step(stmt) == SQLITE_ROW) value = sqlite3_value_dup(sqlite3_column_value(stmt, 0));
+    sqlite3_finalize(stmt);
+    if (!value) throw std::bad_alloc();
+    return value;
+}
+
+// ---------------------------------------------------------------------------
+// Connecting
+
+std::string declared_schema(const store::Collection& c) {
+    std::string sql = "CREATE TABLE x(";
+    if (c.key_value) {
+        sql += "key NOT NULL, subkey NOT NULL DEFAULT '', value";
+    } else {
+        for (const auto& column : c.columns) sql += store::quote_identifier(column.name) + " " + column.type + ", ";
+        sql.resize(sql.size() - 2);
+    }
+    return sql + ", _pk HIDDEN PRIMARY KEY) WITHOUT ROWID";
+}
+
+// xCreate and xConnect: parse the arguments, open (or create) the store,
+// record or check the collection, declare the schema. The store is created
+// only by CREATE VIRTUAL TABLE; reconnecting to a table whose store has gone
+// is an error rather than a new empty store.
+int connect_common(sqlite3* db, void* aux, int argc, const char* const* argv, sqlite3_vtab** out, char** err,
+                   bool create) {
+    auto context = *static_cast<std::shared_ptr<ConnectionContext>*>(aux);
+    try {
+        std::vector<std::string> args(argv + 3, argv + argc);
+        ModuleArgs parsed = parse_module_args(args);
+        parsed.store.create_if_missing = create;
+        auto table = std::make_unique<Table>();
+        std::memset(static_cast<sqlite3_vtab*>(table.get()), 0, sizeof(sqlite3_vtab));
+        table->db = db;
+        table->context = context;
+        table->name = argv[2];
+        if (!parsed.definitions.empty() && parsed.shard_key.empty()) {
+            throw std::invalid_argument("argument '" + parsed.definitions.front() +
+                                        "' is neither an option (name=value) nor, without shard_key=<column>, "
+                                        "part of a table definition");
+        }
+        if (parsed.definitions.empty()) {
+            if (!parsed.shard_key.empty() && parsed.shard_key != "key") {
+                throw std::invalid_argument("the key-value table is sharded by key; declare columns to choose "
+                                            "another shard_key");
+            }
+            table->collection = store::key_value_collection();
+        } else {
+            table->collection = store::define_collection(argv[2], parsed.definitions, parsed.shard_key);
+        }
+        int rc = sqlite3_declare_vtab(db, declared_schema(table->collection).c_str());
+        if (rc != SQLITE_OK) {
+            *err = sqlite3_mprintf("aerials: cannot declare table %s: %s", argv[2], sqlite3_errmsg(db));
+            return rc;
+        }
+        // The module opens files named by its arguments: only SQL written by
+        // the application itself may use it (not triggers or views from a
+        // database file of unknown origin).
+        sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
+        sqlite3_vtab_config(db, SQLITE_VTAB_CONSTRAINT_SUPPORT, 1);
+        table->store = context->store_for(parsed.store);
+        if (!table->collection.key_value) table->store->register_collection(table->collection);
+        table->empty_text = make_empty_text(db);
+        *out = table.release();
+        return SQLITE_OK;
+    } catch (const std::exception& e) {
+        *err = sqlite3_mprintf("aerials: %s", e.what());
+        return result_code_of(e);
+    }
+}
+
+int table_create(sqlite3* db, void* aux, int argc, const char* const* argv, sqlite3_vtab** out, char** err) {
+    return connect_common(db, aux, argc, argv, out, err, true);
+}
+
+int table_connect(sqlite3* db, void* aux, int argc, const char* const* argv, sqlite3_vtab** out, char** err) {
+    return connect_common(db, aux, argc, argv, out, err, false);
+}
+
+// xDisconnect and xDestroy. DROP TABLE removes the SQL definition only; the
+// store's files (and the collection's rows) stay, as dropping a view of data
+// should not destroy the data.
+int table_disconnect(sqlite3_vtab* vtab) {
+    delete static_cast<Table*>(vtab);
+    return SQLITE_OK;
+}
+
+// ---------------------------------------------------------------------------
+// Planning
+
+// xBestIndex: see query_plan.h. The plan is kept by the table; idxNum is its
+// index and idxStr its description (what EXPLAIN QUERY PLAN shows).
+int table_best_index(sqlite3_vtab* vtab, sqlite3_index_info* info) {
+    auto* table = static_cast<Table*>(vtab);
+    return guarded(vtab, [&] {
+        QueryPlan plan = make_plan(info, table->collection, table->pk_column(), table->store->buckets().size());
+        if (table->collection.key_value && plan.route == QueryPlan::Route::kShardEq) {
+            for (const PushedTerm& t : plan.terms) {
+                if (t.column == 1 && t.op == SQLITE_INDEX_CONSTRAINT_EQ) info->idxFlags |= SQLITE_INDEX_SCAN_UNIQUE;
+            }
+        }
+        std::string key = plan.sql + "\x1f" + plan.description + "\x1f" + std::to_string(plan.columns_used);
+        auto found = table->plan_ids.find(key);
+        int id;
+        if (found != table->plan_ids.end()) {
+            id = found->second;
+        } else {
+            id = static_cast<int>(table->plans.size());
+            table->plans.push_back(std::move(plan));
+            table->plan_ids[key] = id;
+        }
+        info->idxNum = id;
+        info->idxStr = sqlite3_mprintf("%s", table->plans[static_cast<size_t>(id)].description.c_str());
+        info->needToFreeIdxStr = 1;
+        return SQLITE_OK;
+    });
+}
+
+// ---------------------------------------------------------------------------
+// Reading
+
+// One bucket's part of a query: the bucket, and the shard value to bind in
+// place of the IN list when routing by IN.
+struct Target {
+    BucketId bucket;
+    sqlite3_value* shard = nullptr;  // not owned (points into Cursor::args or the IN list copies)
+};
+
+// A running bucket statement.
+struct Stream {
+    StatementLease rows;
+    bool has_row = false;
+};
+
+struct Cursor : sqlite3_vtab_cursor {
+    Table* table() const { return static_cast<Table*>(pVtab); }
+
+    const QueryPlan* plan = nullptr;
+    std::vector<sqlite3_value*> args;       // owned copies of xFilter's argv
+    std::vector<sqlite3_value*> in_values;  // owned copies of the IN list
+    std::vector<Target> targets;
+    size_t next_target = 0;                 // sequential plans: next target to start
+    std::vector<Stream> streams;            // sequential: one; merged: one per target
+    std::vector<size_t> heap;               // merged: stream indexes, best on top
+    size_t current = 0;                     // the stream whose row is current
+    int64_t remaining = -1;                 // rows still wanted when LIMIT was pushed
+    bool eof = true;
+    bool registered_scan = false;           // counted in Store::scan_started()
+
+    // Marks the cursor finished: its files go back to the LRU.
+    void finish() {
+        streams.clear();
+        heap.clear();
+        if (registered_scan) {
+            table()->store->scan_finished();
+            registered_scan = false;
+        }
+        table()->store->trim_lru();
+        eof = true;
+    }
+
+    void clear() {
+        finish();
+        for (auto* v : args) sqlite3_value_free(v);
+        for (auto* v : in_values) sqlite3_value_free(v);
+        args.clear();
+        in_values.clear();
+        targets.clear();
+        next_target = 0;
+        remaining = -1;
+    }
+
+    sqlite::Statement& row() { return *streams[current].rows; }
+};
+
+int table_open(sqlite3_vtab*, sqlite3_vtab_cursor** out) {
+    *out = new Cursor();
+    return SQLITE_OK;
+}
+
+int table_close(sqlite3_vtab_cursor* base) {
+    auto* cursor = static_cast<Cursor*>(base);
+    cursor->clear();
+    delete cursor;
+    return SQLITE_OK;
+}
+
+// Starts the plan's statement on target `i`, following splits: a bucket
+// retired under us is replaced by the buckets that now cover its range.
+// Returns false when the statement has no row.
+bool start_stream(Cursor* cursor, size_t i, Stream& stream) {
+    store::Store& store = *cursor->table()->store;
+    const QueryPlan& plan = *cursor->plan;
+    for (;;) {
+        Target& target = cursor->targets[i];
+        try {
+            StatementLease rows(store.open(target.bucket), plan.sql);
+            for (size_t a = 0; a < cursor->args.size(); ++a) {
+                if (static_cast<int>(a) == plan.route_arg) {
+                    rows->bind(static_cast<int>(a + 1), target.shard);
+                } else {
+                    rows->bind(static_cast<int>(a + 1), cursor->args[a]);
+                }
+            }
+            stream.has_row = rows.step("read");
+            stream.rows = std::move(rows);
+            return stream.has_row;
+        } catch (const store::BucketRetired&) {
+            std::vector<BucketId> covering = store.reload_after(target.bucket);
+            if (target.shard) {
+                target.bucket = store.route(store::hash_key(target.shard));
+            } else {
+                // A full scan: visit the children in the parent's place. (A
+                // merged scan has started its streams at once, before any
+                // row was returned, so the same replacement is safe there.)
+                cursor->targets.erase(cursor->targets.begin() + static_cast<long>(i));
+                std::vector<Target> replacement;
+                for (const BucketId& b : covering) replacement.push_back({b, nullptr});
+                cursor->targets.insert(cursor->targets.begin() + static_cast<long>(i), replacement.begin(),
+                                       replacement.end());
+            }
+        }
+    }
+}
+
+// Orders the heap by the plan's ORDER BY over each stream's current row.
+bool stream_after(Cursor* cursor, size_t a, size_t b) {
+    sqlite::Statement& x = *cursor->streams[a].rows;
+    sqlite::Statement& y = *cursor->streams[b].rows;
+    for (const OrderTerm& o : cursor->plan->order) {
+        int c = compare_values(x.column_value(o.column), y.column_value(o.column));
+        if (c != 0) return o.desc ? c < 0 : c > 0;
+    }
+    return a > b;  // ties: bucket order, so results are deterministic
+}
+
+void push_heap(Cursor* cursor, size_t stream) {
+    cursor->heap.push_back(stream);
+    std::push_heap(cursor->heap.begin(), cursor->heap.end(),
+                   [cursor](size_t a, size_t b) { return stream_after(cursor, a, b); });
+}
+
+size_t pop_heap(Cursor* cursor) {
+    std::pop_heap(cursor->heap.begin(), cursor->heap.end(),
+                  [cursor](size_t a, size_t b) { return stream_after(cursor, a, b); });
+    size_t top = cursor->heap.back();
+    cursor->heap.pop_back();
+    return top;
+}
+
+bool merged(const Cursor* cursor) { return cursor->plan->ordered() && cursor->targets.size() > 1; }
+
+// Sequential plans: moves to the next target that has a row.
+bool next_sequential_target(Cursor* cursor) {
+    cursor->streams.resize(1);
+    while (cursor->next_target < cursor->targets.size()) {
+        size_t i = cursor->next_target;
+        bool has_row = start_stream(cursor, i, cursor->streams[0]);
+        cursor->next_target = i + 1;
+        if (has_row) {
+            cursor->current = 0;
+            return true;
+        }
+        cursor->streams[0].rows.reset();
+    }
+    return false;
+}
+
+void count_row(Cursor* cursor) {
+    if (cursor->remaining > 0) --cursor->remaining;
+}
+
+// Moves to the next row of the whole query.
+void advance(Cursor* cursor) {
+    if (cursor->remaining == 0) {
+        cursor->finish();
+        return;
+    }
+    if (merged(cursor)) {
+        Stream& stream = cursor->streams[cursor->current];
+        stream.has_row = stream.rows.step("read");
+        if (stream.has_row) {
+            push_heap(cursor, cursor->current);
+        } else {
+            stream.rows.reset();
+        }
+        if (cursor->heap.empty()) {
+            cursor->finish();
+            return;
+        }
+        cursor->current = pop_heap(cursor);
+    } else {
+        Stream& stream = cursor->streams[0];
+        if (!stream.rows.step("read")) {
+            stream.rows.reset();
+            if (!next_sequential_target(cursor)) {
+                cursor->finish();
+                return;
+            }
+        }
+    }
+    count_row(cursor);
+}
+
+// xFilter: argv as the plan's argvIndex assignments made them.
+int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, sqlite3_value** argv) {
+    auto* cursor = static_cast<Cursor*>(base);
+    return guarded(base->pVtab, [&] {
+        cursor->clear();
+        Table* table = cursor->table();
+        store::Store& store = *table->store;
+        if (plan_id < 0 || static_cast<size_t>(plan_id) >= table->plans.size()) {
+            throw std::logic_error("unknown query plan " + std::to_string(plan_id));
+        }
+        cursor->plan = &table->plans[static_cast<size_t>(plan_id)];
+        const QueryPlan& plan = *cursor->plan;
+        for (int i = 0; i < argc; ++i) {
+            cursor->args.push_back(i == plan.route_arg && plan.route == QueryPlan::Route::kShardIn
+                                       ? nullptr
+                                       : sqlite3_value_dup(argv[i]));
+        }
+        if (plan.route == QueryPlan::Route::kShardEq) {
+            sqlite3_value* shard = cursor->args[static_cast<size_t>(plan.route_arg)];
+            if (sqlite3_value_type(shard) != SQLITE_NULL) {
+                cursor->targets.push_back({store.route(store::hash_key(shard)), shard});
+            }
+        } else if (plan.route == QueryPlan::Route::kShardIn) {
+            sqlite3_value* value = nullptr;
+            for (int rc = sqlite3_vtab_in_first(argv[plan.route_arg], &value); rc == SQLITE_OK && value;
+                 rc = sqlite3_vtab_in_next(argv[plan.route_arg], &value)) {
+                if (sqlite3_value_type(value) == SQLITE_NULL) continue;
+                cursor->in_values.push_back(sqlite3_value_dup(value));
+                cursor->targets.push_back({store.route(store::hash_key(value)), cursor->in_values.back()});
+            }
+            // Visit each owning bucket once, its keys one after another.
+            std::stable_sort(cursor->targets.begin(), cursor->targets.end(),
+                             [](const Target& a, const Target& b) { return a.bucket.lo() < b.bucket.lo(); });
+        } else {
+            for (const BucketId& b : store.buckets()) cursor->targets.push_back({b, nullptr});
+        }
+        if (plan.route != QueryPlan::Route::kShardEq) {
+            store.scan_started();
+            cursor->registered_scan = true;
+        }
+        if (plan.limit_arg >= 0) {
+            int64_t limit = sqlite3_value_int64(cursor->args[static_cast<size_t>(plan.limit_arg)]);
+            int64_t offset = plan.offset_arg >= 0 ? sqlite3_value_int64(cursor->args[static_cast<size_t>(plan.offset_arg)]) : 0;
+            cursor->remaining = limit < 0 ? -1 : limit + std::max<int64_t>(offset, 0);
+        }
+        cursor->eof = false;
+        if (cursor->remaining == 0) {
+            cursor->finish();
+        } else if (merged(cursor)) {
+            // Every bucket's sorted stream starts now; the heap merges them.
+            cursor->streams.resize(cursor->targets.size());
+            for (size_t i = 0; i < cursor->targets.size(); ++i) {
+                if (cursor->streams.size() < cursor->targets.size()) cursor->streams.resize(cursor->targets.size());
+                if (start_stream(cursor, i, cursor->streams[i])) push_heap(cursor, i);
+            }
+            if (cursor->heap.empty()) {
+                cursor->finish();
+            } else {
+                cursor->current = pop_heap(cursor);
+                count_row(cursor);
+            }
+        } else if (!next_sequential_target(cursor)) {
+            cursor->finish();
+        } else {
+            count_row(cursor);
+        }
+        return SQLITE_OK;
+    });
+}
+
+int table_next(sqlite3_vtab_cursor* base) {
+    auto* cursor = static_cast<Cursor*>(base);
+    return guarded(base->pVtab, [&] {
+        advance(cursor);
+        return SQLITE_OK;
+    });
+}
+
+int table_eof(sqlite3_vtab_cursor* base) { return static_cast<Cursor*>(base)->eof ? 1 : 0; }
+
+// xColumn: declared columns come straight from the bucket row, so their types
+// are exactly as stored; _pk is built from the row's identity.
+int table_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) {
+    auto* cursor = static_cast<Cursor*>(base);
+    const Table* table = cursor->table();
+    sqlite::Statement& row = cursor->row();
+    if (column == table->pk_column()) {
+        try {
+            const store::Collection& c = table->collection;
+            std::string id = c.key_value ? store::encode_record_id(row.column_value(0), row.column_value(1))
+                                         : store::encode_row_id(row.column_value(c.shard_column),
+                                                                row.column_int(static_cast<int>(c.columns.size())));
+            sqlite3_result_blob(ctx, id.data(), static_cast<int>(id.size()), SQLITE_TRANSIENT);
+        } catch (const std::exception& e) {
+            sqlite3_result_error(ctx, e.what(), -1);
+        }
+        return SQLITE_OK;
+    }
+    sqlite3_result_value(ctx, row.column_value(column));
+    return SQLITE_OK;
+}
+
+int table_rowid(sqlite3_vtab_cursor*, sqlite3_int64*) { return SQLITE_ERROR; }
+
+// ---------------------------------------------------------------------------
+// Transactions: SQLite's calls are forwarded to the store, which holds one
+// write transaction per touched bucket. xSync commits the buckets (so that a
+// failure can still fail the COMMIT); xCommit then runs the splits.
+
+store::Store& store_of(sqlite3_vtab* vtab) { return *static_cast<Table*>(vtab)->store; }
+
+int table_begin(sqlite3_vtab*) { return SQLITE_OK; }
+
+int table_sync(sqlite3_vtab* vtab) {
+    return guarded(vtab, [&] {
+        store_of(vtab).commit_all();
+        return SQLITE_OK;
+    });
+}
+
+int table_commit(sqlite3_vtab* vtab) {
+    return guarded(vtab, [&] {
+        store_of(vtab).commit_all();  // no-op unless xSync was skipped
+        store_of(vtab).split_pending();
+        return SQLITE_OK;
+    });
+}
+
+int table_rollback(sqlite3_vtab* vtab) {
+    return guarded(vtab, [&] {
+        store_of(vtab).rollback_all();
+        return SQLITE_OK;
+    });
+}
+
+int table_savepoint(sqlite3_vtab* vtab, int index) {
+    return guarded(vtab, [&] {
+        store_of(vtab).savepoint(index);
+        return SQLITE_OK;
+    });
+}
+
+int table_release(sqlite3_vtab* vtab, int index) {
+    return guarded(vtab, [&] {
+        store_of(vtab).release(index);
+        return SQLITE_OK;
+    });
+}
+
+int table_rollback_to(sqlite3_vtab* vtab, int index) {
+    return guarded(vtab, [&] {
+        store_of(vtab).rollback_to(index);
+        return SQLITE_OK;
+    });
+}
+
+int table_rename(sqlite3_vtab* vtab, const char* new_name) {
+    static_cast<Table*>(vtab)->name = new_name;
+    return SQLITE_OK;
+}
+
+sqlite3_module make_module() {
+    sqlite3_module m{};
+    m.iVersion = 2;
+    m.xCreate = table_create;
+    m.xConnect = table_connect;
+    m.xBestIndex = table_best_index;
+    m.xDisconnect = table_disconnect;
+    m.xDestroy = table_disconnect;
+    m.xOpen = table_open;
+    m.xClose = table_close;
+    m.xFilter = table_filter;
+    m.xNext = table_next;
+    m.xEof = table_eof;
+    m.xColumn = table_column;
+    m.xRowid = table_rowid;
+    m.xUpdate = table_update;
+    m.xBegin = table_begin;
+    m.xSync = table_sync;
+    m.xCommit = table_commit;
+    m.xRollback = table_rollback;
+    m.xRename = table_rename;
+    m.xSavepoint = table_savepoint;
+    m.xRelease = table_release;
+    m.xRollbackTo = table_rollback_to;
+    return m;
+}
+
+const sqlite3_module kTableModule = make_module();
+
+}  // namespace
+
+int register_table_module(sqlite3* db, std::shared_ptr<ConnectionContext> context) {
+    auto* aux = new std::shared_ptr<ConnectionContext>(std::move(context));
+    return sqlite3_create_module_v2(db, "aerials", &kTableModule, aux,
+                                    [](void* p) { delete static_cast<std::shared_ptr<ConnectionContext>*>(p); });
+}
+
+}  // namespace aerials::vtab
