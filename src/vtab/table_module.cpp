@@ -384,10 +384,15 @@ int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, 
             store.scan_started();
             cursor->registered_scan = true;
         }
+        // A consumed OFFSET is not applied again by SQLite: the cursor skips
+        // those rows itself. Each bucket returned at most LIMIT + OFFSET.
+        int64_t offset = 0;
         if (plan.limit_arg >= 0) {
             int64_t limit = sqlite3_value_int64(cursor->args[static_cast<size_t>(plan.limit_arg)]);
-            int64_t offset = plan.offset_arg >= 0 ? sqlite3_value_int64(cursor->args[static_cast<size_t>(plan.offset_arg)]) : 0;
-            cursor->remaining = limit < 0 ? -1 : limit + std::max<int64_t>(offset, 0);
+            if (plan.offset_arg >= 0) {
+                offset = std::max<int64_t>(sqlite3_value_int64(cursor->args[static_cast<size_t>(plan.offset_arg)]), 0);
+            }
+            cursor->remaining = limit < 0 ? -1 : limit + offset;
         }
         cursor->eof = false;
         if (cursor->remaining == 0) {
@@ -410,6 +415,7 @@ int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, 
         } else {
             count_row(cursor);
         }
+        for (; offset > 0 && !cursor->eof; --offset) advance(cursor);
         return SQLITE_OK;
     });
 }
