@@ -210,6 +210,12 @@ Options parse_options(int argc, char** argv) {
     if (e_reads) o.e_reads = *e_reads;
     if (e_few) o.e_few = static_cast<int>(*e_few);
     if (e_many) o.e_many = static_cast<int>(*e_many);
+    // initial_buckets is rounded up to a power of two by the extension.
+    for (int* n : {&o.e_few, &o.e_many}) {
+        if (*n < 1 || *n > 65536 || (*n & (*n - 1)) != 0) {
+            throw std::invalid_argument("--e-few and --e-many must be powers of two from 1 to 65536");
+        }
+    }
     o.e_thrash_reads = e_thrash ? *e_thrash : std::max<int64_t>(1, o.e_reads / 10);
     if (o.extension.empty()) o.extension = (executable_dir() / "aerials.so").string();
     return o;
@@ -636,11 +642,14 @@ void workload_a(const Env& env, const Data& data, bool as_setup) {
     double total[2] = {0, 0};
     for (int r = 0; r < repeats; ++r) {
         bool last = r == repeats - 1;
-        std::string label = as_setup ? "load" : (repeats > 1 ? "a#" + std::to_string(r + 1) : "a");
+        std::string label = as_setup ? "load" : "a";
+        if (!as_setup && repeats > 1) label.append("#").append(std::to_string(r + 1));
         for (int k = 0; k < 2; ++k) {
             int side_index = (r + k) % 2;  // 0 aerials, 1 sqlite
             Side side = side_index == 0 ? Side::kAerials : Side::kSqlite;
-            fs::path dir = env.tmp / ((last ? std::string("a-") : "a" + std::to_string(r + 1) + "-") + side_name(side));
+            std::string dir_name = "a";
+            if (!last) dir_name.append(std::to_string(r + 1));
+            fs::path dir = env.tmp / dir_name.append("-").append(side_name(side));
             total[side_index] += load_bulk(env, side, dir, data, n, label);
             if (!last) fs::remove_all(dir);
         }
