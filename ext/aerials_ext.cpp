@@ -7,6 +7,7 @@
 #include "vtab/buckets_view.h"
 #include "vtab/connection_context.h"
 #include "vtab/table_module.h"
+#include "vfs/vfs_sql.h"
 
 SQLITE_EXTENSION_INIT1
 
@@ -23,6 +24,7 @@ extern "C" __attribute__((visibility("default"))) int sqlite3_aerials_init(sqlit
         int rc = aerials::vtab::register_table_module(db, context);
         if (rc == SQLITE_OK) rc = aerials::vtab::register_buckets_view(db, context);
         if (rc == SQLITE_OK) rc = aerials::vtab::register_stats_function(db, context);
+        if (rc == SQLITE_OK) rc = aerials::vfs::register_sharding_vfs(db);
         if (rc != SQLITE_OK) *err = sqlite3_mprintf("aerials: registration failed: %s", sqlite3_errmsg(db));
         return rc;
     } catch (const std::exception& e) {

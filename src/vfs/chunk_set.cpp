@@ -27,14 +27,14 @@ void sync_directory(const std::string& dir) {
     ::close(fd);
 }
 
-bool file_exists(sqlite3_vfs* inner, const std::string& path) {
-    int exists = 0;
-    int rc = inner->xAccess(inner, path.c_str(), SQLITE_ACCESS_EXISTS, &exists);
-    if (rc != SQLITE_OK) throw VfsError(rc, "cannot check whether '" + path + "' exists");
-    return exists != 0;
-}
-
 }  // namespace
+
+bool path_exists(const std::string& path) {
+    struct stat st;
+    if (::stat(path.c_str(), &st) == 0) return true;
+    if (errno == ENOENT || errno == ENOTDIR) return false;
+    throw VfsError(SQLITE_IOERR_ACCESS, "cannot check whether '" + path + "' exists: " + std::strerror(errno));
+}
 
 void ensure_directory(const std::string& dir) {
     struct stat st;
@@ -79,7 +79,7 @@ InnerFile* ChunkSet::open_chunk(uint64_t number, bool create) {
     std::string chunk_path = path(number);
     if (create) {
         ensure_directory(parent_of(chunk_path));
-    } else if (!file_exists(inner_, chunk_path)) {
+    } else if (!path_exists(chunk_path)) {
         return nullptr;
     }
     if (open_.size() >= kMaxOpen) evict_one();
@@ -125,7 +125,7 @@ void ChunkSet::remove_files(sqlite3_vfs* inner, const std::string& root, const s
                             uint64_t count) {
     for (uint64_t n = 0;; ++n) {
         std::string p = root + "/" + chunk_relative_path(name, kind, n);
-        if (!file_exists(inner, p)) {
+        if (!path_exists(p)) {
             if (n >= count) return;
             continue;
         }

@@ -25,6 +25,10 @@ namespace aerials::vfs {
 // with the folders leading to it). Throws VfsError naming the directory.
 void ensure_directory(const std::string& dir);
 
+// Whether a file exists, by stat(): unlike the unix VFS's xAccess, which
+// calls an empty file missing, an emptied chunk file still exists.
+bool path_exists(const std::string& path);
+
 class ChunkSet {
 public:
     // `root` is the absolute chunk directory; `name` seeds the chunk names.

@@ -1,6 +1,7 @@
 #include "vfs/sharded_file.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "vfs/vfs_error.h"
