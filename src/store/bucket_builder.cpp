@@ -5,6 +5,8 @@
 
 #include <cerrno>
 #include <cstring>
+#include <exception>
+#include <thread>
 
 #include "schema_sql.h"
 #include "store/bucket_file.h"
@@ -34,10 +36,31 @@ void DurabilityBatch::add_file(const fs::path& file, const std::vector<fs::path>
 }
 
 void DurabilityBatch::sync() {
-    for (const fs::path& file : files_) fsync_path(file, O_RDONLY);
-    for (const fs::path& dir : dirs_) fsync_path(dir, O_RDONLY | O_DIRECTORY);
+    // Syncs issued from several threads at once are batched by the file
+    // system; one after another, each would wait for its own journal commit.
+    std::vector<std::pair<fs::path, int>> work;
+    for (const fs::path& file : files_) work.emplace_back(file, O_RDONLY);
+    for (const fs::path& dir : dirs_) work.emplace_back(dir, O_RDONLY | O_DIRECTORY);
+    std::vector<std::exception_ptr> errors(work.size());
+    size_t lanes = std::min<size_t>(work.size(), 16);
+    auto lane_work = [&](size_t lane) {
+        for (size_t i = lane; i < work.size(); i += lanes) {
+            try {
+                fsync_path(work[i].first, work[i].second);
+            } catch (...) {
+                errors[i] = std::current_exception();
+            }
+        }
+    };
+    std::vector<std::thread> threads;
+    for (size_t lane = 1; lane < lanes; ++lane) threads.emplace_back(lane_work, lane);
+    if (lanes > 0) lane_work(0);
+    for (auto& t : threads) t.join();
     files_.clear();
     dirs_.clear();
+    for (auto& e : errors) {
+        if (e) std::rethrow_exception(e);
+    }
 }
 
 BucketBuilder::BucketBuilder(const fs::path& root, BucketId id, const std::vector<Collection>& collections)

@@ -28,11 +28,15 @@ BucketFile::BucketFile(const fs::path& root, BucketId id, const BucketConnection
         if (!fs::exists(path_, ec)) throw BucketRetired("bucket file '" + path_ + "' no longer exists");
         throw;
     }
-    configure(settings);
     int64_t version;
     try {
+        configure(settings);
         version = db_.query_int("PRAGMA user_version");
     } catch (const sqlite::Error& e) {
+        // A split elsewhere may have removed the file (and its -wal and -shm)
+        // between our open and our first read of it.
+        std::error_code ec;
+        if (!fs::exists(path_, ec)) throw BucketRetired("bucket file '" + path_ + "' no longer exists");
         throw sqlite::Error(e.code(), "bucket file '" + path_ + "' is damaged: " + e.what());
     }
     if (version > schema::kBucketVersion) {

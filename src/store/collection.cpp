@@ -48,17 +48,15 @@ void build(Collection& c, const std::vector<std::string>& column_defs, const std
     for (const std::string& def : column_defs) joined += (joined.empty() ? "" : ", ") + def;
     c.create_table_sql = "CREATE TABLE " + quote_identifier(c.table) + "(" + joined + ")";
     sqlite::Database scratch(":memory:", SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-    try {
-        scratch.exec(c.create_table_sql);
-    } catch (const sqlite::Error& e) {
-        std::string message = e.what();
-        size_t colon = message.rfind(": ");
-        throw std::invalid_argument("invalid definition of table " + c.name + ": " +
-                                    (colon == std::string::npos ? message : message.substr(colon + 2)));
+    if (sqlite3_exec(scratch.get(), c.create_table_sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
+        throw std::invalid_argument("invalid definition of table " + c.name + ": " + sqlite3_errmsg(scratch.get()));
     }
-    sqlite::Statement info = scratch.prepare("SELECT name, type FROM pragma_table_xinfo(?1) WHERE hidden = 0");
+    sqlite::Statement info =
+        scratch.prepare("SELECT name, type, dflt_value FROM pragma_table_xinfo(?1) WHERE hidden = 0");
     info.bind(1, c.table);
-    while (info.step()) c.columns.push_back({info.column_text(0), info.column_text(1), "BINARY"});
+    while (info.step()) {
+        c.columns.push_back({info.column_text(0), info.column_text(1), "BINARY", info.column_text(2)});
+    }
     info.reset();
     if (c.columns.empty()) throw std::invalid_argument("table " + c.name + " declares no columns");
     for (const CollectionColumn& column : c.columns) {
@@ -85,13 +83,9 @@ void build(Collection& c, const std::vector<std::string>& column_defs, const std
     for (const std::string& def : index_defs) {
         std::string sql = "CREATE INDEX " + quote_identifier(c.table + "_i" + std::to_string(++n)) + " ON " +
                           quote_identifier(c.table) + "(" + index_columns(def) + ")";
-        try {
-            scratch.exec(sql);
-        } catch (const sqlite::Error& e) {
-            std::string message = e.what();
-            size_t colon = message.rfind(": ");
+        if (sqlite3_exec(scratch.get(), sql.c_str(), nullptr, nullptr, nullptr) != SQLITE_OK) {
             throw std::invalid_argument("invalid index '" + def + "' on " + c.name + ": " +
-                                        (colon == std::string::npos ? message : message.substr(colon + 2)));
+                                        sqlite3_errmsg(scratch.get()));
         }
         c.create_index_sql.push_back(sql);
     }
@@ -106,6 +100,22 @@ std::string quote_identifier(const std::string& name) {
         if (ch == '"') out.push_back('"');
     }
     return out + "\"";
+}
+
+char CollectionColumn::affinity() const {
+    // SQLite's rules, in SQLite's order (datatype3.html, 3.1).
+    std::string t = lower(type);
+    if (t.find("int") != std::string::npos) return 'i';
+    if (t.find("char") != std::string::npos || t.find("clob") != std::string::npos ||
+        t.find("text") != std::string::npos) {
+        return 't';
+    }
+    if (t.empty() || t.find("blob") != std::string::npos) return 'b';
+    if (t.find("real") != std::string::npos || t.find("floa") != std::string::npos ||
+        t.find("doub") != std::string::npos) {
+        return 'r';
+    }
+    return 'n';
 }
 
 std::string Collection::frozen_table() const { return key_value ? "bucket_frozen" : "f_" + table.substr(2); }
@@ -142,8 +152,9 @@ Collection define_collection(const std::string& name, const std::vector<std::str
         std::string def = trim(raw);
         if (starts_with_word(def, "index")) {
             index_defs.push_back(def);
-        } else if (starts_with_word(def, "foreign")) {
-            throw std::invalid_argument("FOREIGN KEY is not supported across buckets: '" + def + "'");
+        } else if (starts_with_word(def, "foreign") || lower(" " + def + " ").find(" references ") != std::string::npos) {
+            throw std::invalid_argument("FOREIGN KEY is not supported across buckets (nor REFERENCES): '" + def +
+                                        "'");
         } else {
             column_defs.push_back(def);
         }

@@ -14,6 +14,10 @@ struct CollectionColumn {
     std::string name;
     std::string type;       // declared type, may be empty
     std::string collation;  // "BINARY" unless declared otherwise
+    std::string default_sql;  // the DEFAULT expression as declared, or empty
+    // SQLite's type affinity of the declared type: 'i'nteger, 'r'eal,
+    // 'n'umeric, 't'ext or 'b'lob (none).
+    char affinity() const;
 };
 
 struct Collection {
@@ -27,6 +31,7 @@ struct Collection {
     std::vector<std::string> create_index_sql;
 
     const std::string& shard_key() const { return columns[static_cast<size_t>(shard_column)].name; }
+    char shard_affinity() const { return key_value ? 'b' : columns[static_cast<size_t>(shard_column)].affinity(); }
     // The table's name once a split froze its bucket.
     std::string frozen_table() const;
 };

@@ -67,6 +67,29 @@ void encode_key(sqlite3_value* key, std::string& out) {
 
 Hash hash_encoded_key(std::string_view encoded) { return XXH3_64bits(encoded.data(), encoded.size()); }
 
+Hash hash_key_as(sqlite3_value* key, char affinity) {
+    int type = sqlite3_value_type(key);
+    if (affinity == 't' && (type == SQLITE_INTEGER || type == SQLITE_FLOAT)) {
+        sqlite3_value* copy = sqlite3_value_dup(key);
+        if (!copy) throw std::bad_alloc();
+        thread_local std::string encoded;
+        encoded.assign("t");
+        encoded.append(reinterpret_cast<const char*>(sqlite3_value_text(copy)),
+                       static_cast<size_t>(sqlite3_value_bytes(copy)));
+        sqlite3_value_free(copy);
+        return hash_encoded_key(encoded);
+    }
+    if ((affinity == 'i' || affinity == 'r' || affinity == 'n') && type == SQLITE_TEXT) {
+        sqlite3_value* copy = sqlite3_value_dup(key);
+        if (!copy) throw std::bad_alloc();
+        sqlite3_value_numeric_type(copy);  // converts well-formed numeric text, as the column would
+        Hash h = hash_key(copy);
+        sqlite3_value_free(copy);
+        return h;
+    }
+    return hash_key(key);
+}
+
 Hash hash_key(sqlite3_value* key) {
     // Reused per thread: routing a point read must not allocate.
     thread_local std::string encoded;

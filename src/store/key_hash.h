@@ -34,6 +34,10 @@ void encode_key_text(std::string_view key, std::string& out);
 
 Hash hash_encoded_key(std::string_view encoded);
 Hash hash_key(sqlite3_value* key);
+// The hash of `key` as a column of `affinity` ('i', 'r', 'n', 't', 'b'; see
+// CollectionColumn::affinity) stores it: text '7' in an INTEGER column is the
+// integer 7, an integer in a TEXT column is its text.
+Hash hash_key_as(sqlite3_value* key, char affinity);
 
 // The name of the hash function as recorded in the catalog.
 inline constexpr const char* kHashName = "xxh3-64/seed0/v1";

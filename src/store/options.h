@@ -20,7 +20,7 @@ struct StoreOptions {
     std::string root;                 // the store directory
     StoreLimits limits;               // used when the store is created
     bool limits_given = false;        // true: write `limits` into an existing store
-    int initial_depth = 0;            // a new store starts with 2^initial_depth buckets
+    int initial_depth = 6;            // a new store starts with 2^initial_depth buckets (64: see README)
     int max_open = 64;                // bound on open bucket connections (about 3 fds each in WAL)
     int busy_timeout_ms = 10000;      // how long to wait for another process's lock
     // About how long a transaction that already holds bucket locks waits for

@@ -107,6 +107,7 @@ SplitOutcome split_if_over_bounds(Catalog& catalog, BucketFile& parent, const Bu
 
     int k = choose_split_ways(id, records, bytes, limits);
     std::vector<BucketMeta> metas = build_children(catalog, db, false, id, k, settings, outcome.children);
+    outcome.children_meta = metas;
     crash_point("split:children_built");
 
     sqlite::Statement mark = db.prepare("UPDATE bucket_meta SET value=?1 WHERE name='split_k'");

@@ -30,6 +30,7 @@ namespace aerials::store {
 struct SplitOutcome {
     bool split = false;           // this call switched the catalog over
     std::vector<BucketId> children;
+    std::vector<BucketMeta> children_meta;  // as built: records and bytes of each child
 };
 
 // Splits the bucket if it is still over the store's bounds. `parent` must not

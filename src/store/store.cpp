@@ -162,15 +162,44 @@ void Store::rollback_to(int index) {
 }
 
 void Store::commit_all() {
-    // On a failure the buckets not yet committed are rolled back by the
-    // rollback_all() that SQLite's xRollback brings; those already committed stay.
-    while (!touched_.empty()) {
-        std::shared_ptr<BucketFile> file = touched_.front();
-        file->commit();
-        touched_.erase(touched_.begin());
-        to_check_.push_back(file->id());
-        if (std::find(dirty_.begin(), dirty_.end(), file->id()) == dirty_.end()) dirty_.push_back(file->id());
+    // Each bucket's COMMIT waits for its own fsync; committing the buckets of
+    // one transaction from several threads at once lets the file system
+    // batch those syncs. Every connection is used by one thread only.
+    // On a failure, buckets whose commit failed are rolled back by the
+    // rollback_all() that SQLite's xRollback brings; the others stay
+    // committed (a multi-bucket transaction is not atomic; see README).
+    std::vector<std::shared_ptr<BucketFile>> files;
+    files.swap(touched_);
+    std::vector<std::exception_ptr> errors(files.size());
+    size_t lanes = std::min<size_t>(files.size(), kCommitThreads);
+    auto commit_lane = [&](size_t lane) {
+        for (size_t i = lane; i < files.size(); i += lanes) {
+            try {
+                files[i]->commit();
+            } catch (...) {
+                errors[i] = std::current_exception();
+            }
+        }
+    };
+    if (lanes <= 1) {
+        if (!files.empty()) commit_lane(0);
+    } else {
+        std::vector<std::thread> threads;
+        for (size_t lane = 1; lane < lanes; ++lane) threads.emplace_back(commit_lane, lane);
+        commit_lane(0);
+        for (auto& t : threads) t.join();
     }
+    std::exception_ptr first_error;
+    for (size_t i = 0; i < files.size(); ++i) {
+        if (errors[i]) {
+            if (!first_error) first_error = errors[i];
+            touched_.push_back(files[i]);  // still to be rolled back
+            continue;
+        }
+        to_check_.push_back(files[i]->id());
+        if (std::find(dirty_.begin(), dirty_.end(), files[i]->id()) == dirty_.end()) dirty_.push_back(files[i]->id());
+    }
+    if (first_error) std::rethrow_exception(first_error);
     savepoint_depth_ = 0;
     trim_lru();
 }
@@ -209,8 +238,14 @@ void Store::split_pending() {
                 evict(id);
                 BucketFile::remove_files(path);
                 reload_map();
-                // A child that is still over its bounds (skewed keys) splits again.
-                for (const BucketId& child : outcome.children) to_check_.push_back(child);
+                // A child that is still over its bounds (skewed keys) splits
+                // again; the split knows their sizes, so no child is reopened.
+                for (size_t i = 0; i < outcome.children.size(); ++i) {
+                    const BucketMeta& meta = outcome.children_meta[i];
+                    if (meta.records > limits.max_records || meta.bytes > limits.max_bytes) {
+                        to_check_.push_back(outcome.children[i]);
+                    }
+                }
             } else {
                 reload_after(id);
             }

@@ -107,6 +107,7 @@ public:
 
 private:
     static constexpr int kMaxRetries = 16;
+    static constexpr size_t kCommitThreads = 16;
 
     void reload_map();
     int deadlock_wait_ms();

@@ -62,6 +62,10 @@ QueryPlan make_plan(sqlite3_index_info* info, const store::Collection& collectio
         if (c.op == SQLITE_INDEX_CONSTRAINT_EQ && sqlite3_vtab_in(info, i, -1)) {
             continue;  // an IN on another column: SQLite tests it, one value at a time would multiply scans
         }
+        const char* collation = sqlite3_vtab_collation(info, i);
+        if (collation && sqlite3_stricmp(collation, columns[static_cast<size_t>(c.iColumn)].collation.c_str()) != 0) {
+            continue;  // compared under another collation than the column's: SQLite tests it
+        }
         plan.terms.push_back({c.iColumn, c.op, use(i, has_operand(c.op))});
         selectivity *= c.op == SQLITE_INDEX_CONSTRAINT_EQ || c.op == SQLITE_INDEX_CONSTRAINT_IS ? 0.05 : 0.5;
     }
@@ -81,13 +85,20 @@ QueryPlan make_plan(sqlite3_index_info* info, const store::Collection& collectio
     }
     // LIMIT and OFFSET reach xBestIndex only when SQLite may apply them to this
     // table's output as it comes: each bucket returns at most LIMIT + OFFSET rows.
+    // Only when SQLite leaves no other test and no sorting to itself: a row
+    // that a later test drops would otherwise count against the limit.
+    bool all_consumed = info->nOrderBy == 0 || info->orderByConsumed;
     for (int i = 0; i < info->nConstraint; ++i) {
+        unsigned char op = info->aConstraint[i].op;
+        if (op == SQLITE_INDEX_CONSTRAINT_LIMIT || op == SQLITE_INDEX_CONSTRAINT_OFFSET) continue;
+        if (!info->aConstraintUsage[i].omit) all_consumed = false;
+    }
+    for (int i = 0; i < info->nConstraint && all_consumed; ++i) {
         const auto& c = info->aConstraint[i];
         if (!c.usable) continue;
         if (c.op == SQLITE_INDEX_CONSTRAINT_LIMIT) plan.limit_arg = use(i, true);
         if (c.op == SQLITE_INDEX_CONSTRAINT_OFFSET) plan.offset_arg = use(i, true);
     }
-    if (plan.limit_arg < 0) plan.offset_arg = -1;  // an OFFSET alone prunes nothing
 
     // The bucket query: unused columns are read as NULL (positions stay put),
     // followed by the row identity for _pk.
@@ -122,10 +133,9 @@ QueryPlan make_plan(sqlite3_index_info* info, const store::Collection& collectio
     plan.sql = "SELECT " + select + " FROM " + quote_identifier(collection.table);
     if (!where.empty()) plan.sql += " WHERE " + where;
     if (!order_sql.empty()) plan.sql += " ORDER BY " + order_sql;
-    if (plan.limit_arg >= 0) {
-        plan.sql += " LIMIT ?" + std::to_string(plan.limit_arg + 1);
-        if (plan.offset_arg >= 0) plan.sql += " + ?" + std::to_string(plan.offset_arg + 1);
-    }
+    // The cursor binds LIMIT + OFFSET (or -1 for no limit) to the limit's
+    // parameter; the offset itself is applied once, by the cursor.
+    if (plan.limit_arg >= 0) plan.sql += " LIMIT ?" + std::to_string(plan.limit_arg + 1);
 
     const std::string& shard = collection.shard_key();
     switch (plan.route) {

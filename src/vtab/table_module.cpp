@@ -54,7 +54,14 @@ std::string declared_schema(const store::Collection& c) {
     if (c.key_value) {
         sql += "key NOT NULL, subkey NOT NULL DEFAULT '', value";
     } else {
-        for (const auto& column : c.columns) sql += store::quote_identifier(column.name) + " " + column.type + ", ";
+        // Type and collation matter to SQLite above the table (comparisons,
+        // sorting); constraints and defaults are the buckets' (SQLite drops
+        // DEFAULT from virtual table declarations).
+        for (const auto& column : c.columns) {
+            sql += store::quote_identifier(column.name) + " " + column.type;
+            if (column.collation != "BINARY") sql += " COLLATE " + column.collation;
+            sql += ", ";
+        }
         sql.resize(sql.size() - 2);
     }
     return sql + ", _pk HIDDEN PRIMARY KEY) WITHOUT ROWID";
@@ -186,6 +193,7 @@ struct Cursor : sqlite3_vtab_cursor {
     std::vector<size_t> heap;               // merged: stream indexes, best on top
     size_t current = 0;                     // the stream whose row is current
     int64_t remaining = -1;                 // rows still wanted when LIMIT was pushed
+    int64_t bucket_limit = -1;              // LIMIT + OFFSET, or -1: what each bucket returns at most
     bool eof = true;
     bool registered_scan = false;           // counted in Store::scan_started()
 
@@ -210,6 +218,7 @@ struct Cursor : sqlite3_vtab_cursor {
         targets.clear();
         next_target = 0;
         remaining = -1;
+        bucket_limit = -1;
     }
 
     sqlite::Statement& row() { return *streams[current].rows; }
@@ -238,10 +247,13 @@ bool start_stream(Cursor* cursor, size_t i, Stream& stream) {
         try {
             StatementLease rows(store.open(target.bucket), plan.sql);
             for (size_t a = 0; a < cursor->args.size(); ++a) {
-                if (static_cast<int>(a) == plan.route_arg) {
-                    rows->bind(static_cast<int>(a + 1), target.shard);
-                } else {
-                    rows->bind(static_cast<int>(a + 1), cursor->args[a]);
+                int arg = static_cast<int>(a);
+                if (arg == plan.route_arg) {
+                    rows->bind(arg + 1, target.shard);
+                } else if (arg == plan.limit_arg) {
+                    rows->bind(arg + 1, cursor->bucket_limit);
+                } else if (arg != plan.offset_arg) {
+                    rows->bind(arg + 1, cursor->args[a]);
                 }
             }
             stream.has_row = rows.step("read");
@@ -250,7 +262,7 @@ bool start_stream(Cursor* cursor, size_t i, Stream& stream) {
         } catch (const store::BucketRetired&) {
             std::vector<BucketId> covering = store.reload_after(target.bucket);
             if (target.shard) {
-                target.bucket = store.route(store::hash_key(target.shard));
+                target.bucket = store.route(store::hash_key_as(target.shard, cursor->table()->collection.shard_affinity()));
             } else {
                 // A full scan: visit the children in the parent's place. (A
                 // merged scan has started its streams at once, before any
@@ -364,7 +376,7 @@ int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, 
         if (plan.route == QueryPlan::Route::kShardEq) {
             sqlite3_value* shard = cursor->args[static_cast<size_t>(plan.route_arg)];
             if (sqlite3_value_type(shard) != SQLITE_NULL) {
-                cursor->targets.push_back({store.route(store::hash_key(shard)), shard});
+                cursor->targets.push_back({store.route(store::hash_key_as(shard, table->collection.shard_affinity())), shard});
             }
         } else if (plan.route == QueryPlan::Route::kShardIn) {
             sqlite3_value* value = nullptr;
@@ -372,7 +384,8 @@ int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, 
                  rc = sqlite3_vtab_in_next(argv[plan.route_arg], &value)) {
                 if (sqlite3_value_type(value) == SQLITE_NULL) continue;
                 cursor->in_values.push_back(sqlite3_value_dup(value));
-                cursor->targets.push_back({store.route(store::hash_key(value)), cursor->in_values.back()});
+                cursor->targets.push_back(
+                    {store.route(store::hash_key_as(value, table->collection.shard_affinity())), cursor->in_values.back()});
             }
             // Visit each owning bucket once, its keys one after another.
             std::stable_sort(cursor->targets.begin(), cursor->targets.end(),
@@ -393,6 +406,7 @@ int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, 
                 offset = std::max<int64_t>(sqlite3_value_int64(cursor->args[static_cast<size_t>(plan.offset_arg)]), 0);
             }
             cursor->remaining = limit < 0 ? -1 : limit + offset;
+            cursor->bucket_limit = cursor->remaining;
         }
         cursor->eof = false;
         if (cursor->remaining == 0) {

@@ -8,6 +8,7 @@
 //
 // _pk is (key, subkey) for the key-value table and (shard key, rowid) for user
 // tables (store/key_hash.h); either way its first part names the bucket.
+#include <cstdlib>
 #include <string>
 
 #include "store/key_hash.h"
@@ -142,12 +143,17 @@ const char* conflict_clause(int on_conflict) {
     }
 }
 
-std::string insert_sql(const store::Collection& c, const char* clause) {
+// The bucket INSERT for `values`. A NULL for a column that declares a DEFAULT
+// is left out, so the bucket applies the default: SQLite passes NULL for an
+// omitted column of a virtual table and cannot tell it from an explicit NULL.
+std::string insert_sql(const store::Collection& c, const char* clause, sqlite3_value** values) {
     std::string columns, params;
     for (size_t i = 0; i < c.columns.size(); ++i) {
-        columns += (i ? ", " : "") + quote_identifier(c.columns[i].name);
-        params += (i ? ", ?" : "?") + std::to_string(i + 1);
+        if (!c.columns[i].default_sql.empty() && sqlite3_value_type(values[i]) == SQLITE_NULL) continue;
+        columns += (columns.empty() ? "" : ", ") + quote_identifier(c.columns[i].name);
+        params += (params.empty() ? "?" : ", ?") + std::to_string(i + 1);
     }
+    if (columns.empty()) return std::string("INSERT ") + clause + "INTO " + quote_identifier(c.table) + " DEFAULT VALUES";
     return std::string("INSERT ") + clause + "INTO " + quote_identifier(c.table) + "(" + columns + ") VALUES (" +
            params + ")";
 }
@@ -181,9 +187,14 @@ int row_insert(Table* table, sqlite3_value** values, int on_conflict, bool* writ
                              " (the shard key decides which bucket holds the row)");
         return SQLITE_CONSTRAINT_NOTNULL;
     }
-    std::shared_ptr<BucketFile> file = table->store->writable(store::hash_key(shard));
-    StatementLease insert(file, insert_sql(c, conflict_clause(on_conflict)));
-    for (size_t i = 0; i < c.columns.size(); ++i) insert->bind(static_cast<int>(i + 1), values[i]);
+    std::shared_ptr<BucketFile> file = table->store->writable(store::hash_key_as(shard, c.shard_affinity()));
+    std::string sql = insert_sql(c, conflict_clause(on_conflict), values);
+    StatementLease insert(file, sql);
+    int parameters = sqlite3_bind_parameter_count(insert->get());
+    for (int i = 1; i <= parameters; ++i) {
+        const char* name = sqlite3_bind_parameter_name(insert->get(), i);  // "?N": column N-1
+        insert->bind(i, values[std::atoi(name + 1) - 1]);
+    }
     return run_counted(table, file, insert, on_conflict, 1, written);
 }
 
@@ -212,7 +223,7 @@ int row_write(Table* table, int argc, sqlite3_value** argv) {
     if (sqlite3_value_type(shard) == SQLITE_NULL) return row_insert(table, values, on_conflict, &written);
     store::Store& store = *table->store;
     store::BucketId old_bucket = store.route(store::hash_encoded_key(old_id.key));
-    if (store.route(store::hash_key(shard)) == old_bucket) {
+    if (store.route(store::hash_key_as(shard, c.shard_affinity())) == old_bucket) {
         // Same bucket: an UPDATE in place keeps the rowid.
         std::shared_ptr<BucketFile> file = store.writable(store::hash_encoded_key(old_id.key));
         std::string sql = std::string("UPDATE ") + conflict_clause(on_conflict) + quote_identifier(c.table) + " SET ";

@@ -64,9 +64,12 @@ def sql_quote(text):
 
 
 def connect(root, **args):
-    """A fresh in-memory connection with the extension loaded and `kv` on root."""
+    """A fresh in-memory connection with the extension loaded and `kv` on root.
+    A new store starts with one bucket unless told otherwise, so that the
+    fault tests split buckets early and often."""
     import aerials
 
+    args.setdefault("initial_buckets", 1)
     conn = sqlite3.connect(":memory:", isolation_level=None, timeout=60)
     aerials.load(conn)
     parts = ["root=" + sql_quote(root)] + ["%s=%s" % (k, v) for k, v in args.items()]

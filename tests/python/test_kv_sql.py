@@ -612,7 +612,7 @@ class SplitTest(AerialsTestCase):
         self.assertEqual(visits, 1)
 
     def test_split_after_one_large_transaction(self):
-        conn = self.new_kv(max_records=self.MAX_RECORDS)
+        conn = self.new_kv(max_records=self.MAX_RECORDS, initial_buckets=1)
         self.assertEqual(len(self.buckets(conn)), 1)
         expected = {i: "value %d" % i for i in range(self.N)}
         conn.execute("BEGIN")
@@ -727,7 +727,7 @@ class MultiConnectionTest(AerialsTestCase):
                               sqlite3.IntegrityError)
 
     def test_other_connection_follows_splits(self):
-        a = self.new_kv(max_records=50)
+        a = self.new_kv(max_records=50, initial_buckets=1)
         b = self.new_kv()
         b.executemany("INSERT INTO kv(key, value) VALUES (?, ?)", [("b%d" % i, i) for i in range(10)])
         self.assertEqual(self.stats(b)["buckets"], 1)
