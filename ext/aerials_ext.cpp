@@ -6,6 +6,7 @@
 #include "sqlite/api.h"
 #include "vtab/buckets_view.h"
 #include "vtab/connection_context.h"
+#include "vtab/map_function.h"
 #include "vtab/table_module.h"
 #include "vfs/vfs_sql.h"
 
@@ -24,6 +25,7 @@ extern "C" __attribute__((visibility("default"))) int sqlite3_aerials_init(sqlit
         int rc = aerials::vtab::register_table_module(db, context);
         if (rc == SQLITE_OK) rc = aerials::vtab::register_buckets_view(db, context);
         if (rc == SQLITE_OK) rc = aerials::vtab::register_stats_function(db, context);
+        if (rc == SQLITE_OK) rc = aerials::vtab::register_map_module(db, context);
         if (rc == SQLITE_OK) rc = aerials::vfs::register_sharding_vfs(db);
         if (rc != SQLITE_OK) *err = sqlite3_mprintf("aerials: registration failed: %s", sqlite3_errmsg(db));
         return rc;

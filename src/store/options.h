@@ -29,6 +29,7 @@ struct StoreOptions {
     int lock_wait_holding_ms = 200;
     std::string synchronous = "FULL"; // bucket and catalog PRAGMA synchronous
     bool create_if_missing = true;
+    int workers = 0;                  // threads reading buckets in parallel (aerials_map); 0: one per core
 };
 
 }  // namespace aerials::store

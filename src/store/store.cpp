@@ -259,8 +259,19 @@ void Store::split_pending() {
     if (!to_check_.empty()) split_pending();
 }
 
+ReadPool& Store::read_pool() {
+    if (!read_pool_) {
+        int threads = options_.workers > 0 ? options_.workers
+                                           : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
+        read_pool_ = std::make_unique<ReadPool>(root(), threads, options_.max_open, connection_settings_);
+    }
+    read_pool_->set_collections(collections_, collections_version_);
+    return *read_pool_;
+}
+
 StoreStats Store::stats() const {
     StoreStats s = stats_;
+    if (read_pool_) s.bucket_visits += read_pool_->bucket_visits();
     s.open_now = static_cast<int64_t>(lru_.size());
     return s;
 }

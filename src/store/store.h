@@ -16,6 +16,7 @@
 #include "store/bucket_file.h"
 #include "store/catalog.h"
 #include "store/options.h"
+#include "store/read_pool.h"
 
 namespace aerials::store {
 
@@ -88,6 +89,9 @@ public:
 
     StoreStats stats() const;
 
+    // Worker threads with their own read connections, started on first use.
+    ReadPool& read_pool();
+
     // Closes least recently used files beyond max_open that nothing holds.
     // Called when files are released: after a commit or rollback, when a
     // cursor finishes.
@@ -119,6 +123,7 @@ private:
     Catalog catalog_;
     BucketConnectionSettings connection_settings_;
     std::vector<BucketId> map_;
+    std::unique_ptr<ReadPool> read_pool_;
     std::vector<Collection> collections_;  // user collections known to this process
     uint64_t collections_version_ = 1;     // bumped when collections_ changes
 

@@ -67,7 +67,7 @@ ModuleArgs parse_module_args(const std::vector<std::string>& args) {
         if (!split_option(arg, name, value)) {
             if (arg.empty()) throw std::invalid_argument("empty argument");
             static const char* const known[] = {"root", "shard_key", "max_records", "max_bytes", "max_open",
-                                                "busy_timeout", "deadlock_timeout", "initial_buckets", "synchronous"};
+                                                "busy_timeout", "deadlock_timeout", "initial_buckets", "synchronous", "workers"};
             for (const char* option : known) {
                 if (arg == option) {
                     throw std::invalid_argument("argument '" + arg + "' is not of the form name=value");
@@ -93,6 +93,8 @@ ModuleArgs parse_module_args(const std::vector<std::string>& args) {
             options.max_open = static_cast<int>(parse_count(name, value, 1, 1 << 20));
         } else if (name == "busy_timeout") {
             options.busy_timeout_ms = static_cast<int>(parse_count(name, value, 0, 3600 * 1000));
+        } else if (name == "workers") {
+            options.workers = static_cast<int>(parse_count(name, value, 1, 256));
         } else if (name == "deadlock_timeout") {
             options.lock_wait_holding_ms = static_cast<int>(parse_count(name, value, 0, 3600 * 1000));
         } else if (name == "initial_buckets") {
@@ -110,7 +112,7 @@ ModuleArgs parse_module_args(const std::vector<std::string>& args) {
         } else {
             throw std::invalid_argument("unknown argument '" + name +
                                         "' (known: root, shard_key, max_records, max_bytes, max_open, busy_timeout, "
-                                        "deadlock_timeout, initial_buckets, synchronous)");
+                                        "deadlock_timeout, initial_buckets, synchronous, workers)");
         }
     }
     if (!have_root) throw std::invalid_argument("missing argument root: e.g. USING aerials(root='data')");
