@@ -93,3 +93,54 @@ class SqlTest(vfs_testlib.VfsTestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class LogFilesTest(vfs_testlib.VfsTestCase):
+
+    def fill(self, conn):
+        conn.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        conn.execute("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 2000) "
+                     "INSERT INTO t SELECT x, randomblob(1000) FROM n")
+
+    def test_rollback_journal_is_chunked_and_deleted_at_commit(self):
+        conn = self.vfs("j.db", chunk_size="128K")
+        self.fill(conn)
+        conn.execute("BEGIN")
+        conn.execute("UPDATE t SET v = randomblob(1000) WHERE id % 2 = 0")
+        journal = [c for c in vfs_testlib.chunks(self.path("j.db")) if c["kind"] == "journal"]
+        self.assertGreater(len(journal), 2, journal)  # about 1 MiB of original pages
+        self.assertTrue(all(c["state"] == "present" and c["bytes"] <= 128 * 1024 for c in journal), journal)
+        self.assertTrue(os.path.exists(self.path("j.db-journal")))
+        conn.execute("COMMIT")
+        self.assertFalse(os.path.exists(self.path("j.db-journal")))
+        self.assertEqual(self.chunk_files("j.db", ".journal"), [])
+
+    def test_wal_is_chunked_and_deleted_at_last_close(self):
+        conn = self.vfs("w.db", chunk_size="128K")
+        conn.execute("PRAGMA journal_mode=wal")
+        conn.execute("PRAGMA wal_autocheckpoint=0")
+        self.fill(conn)
+        wal = [c for c in vfs_testlib.chunks(self.path("w.db")) if c["kind"] == "wal"]
+        self.assertGreater(len(wal), 8, wal)
+        other = self.vfs("w.db")  # a second connection reads through the shared WAL index
+        self.assertEqual(other.execute("SELECT count(*) FROM t").fetchone()[0], 2000)
+        other.close()
+        conn.close()
+        self.assertFalse(os.path.exists(self.path("w.db-wal")))
+        self.assertEqual(self.chunk_files("w.db", ".wal"), [])
+        self.assertEqual(self.vfs("w.db").execute("SELECT count(*) FROM t").fetchone()[0], 2000)
+
+    def test_truncate_mode_keeps_chunk_files_but_not_their_bytes(self):
+        conn = self.vfs("t.db", chunk_size="128K")
+        conn.execute("PRAGMA journal_mode=truncate")
+        self.fill(conn)
+        conn.execute("UPDATE t SET v = randomblob(1000) WHERE id % 2 = 0")
+        # The journal stays, empty: files kept at length 0, none counted.
+        self.assertTrue(all(os.path.getsize(f) == 0 for f in self.chunk_files("t.db", ".journal")))
+        self.assertEqual([c for c in vfs_testlib.chunks(self.path("t.db")) if c["kind"] == "journal"], [])
+        conn.execute("DELETE FROM t WHERE id > 100")
+        conn.execute("VACUUM")  # shrinks the database: its tail chunks are emptied
+        self.assertEqual(conn.execute("SELECT count(*) FROM t").fetchone()[0], 100)
+        report = vfs_testlib.verify(self.path("t.db"))
+        self.assertTrue(report["ok"], report)
+        self.assertEqual(report["pages"], conn.execute("PRAGMA page_count").fetchone()[0])
