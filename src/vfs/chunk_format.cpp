@@ -150,6 +150,14 @@ uint64_t parse_chunk_size(std::string_view text) {
     return value;
 }
 
+PageLayout::PageLayout(uint32_t page_size, uint64_t chunk_size) : page_size_(page_size) {
+    uint64_t n = chunk_size / (uint64_t{page_size} + kChecksumBytes);
+    auto table = [&](uint64_t pages) { return (pages * kChecksumBytes + page_size - 1) / page_size * page_size; };
+    while (n > 0 && table(n) + n * page_size > chunk_size) --n;
+    pages_per_chunk_ = n;
+    table_bytes_ = table(n);
+}
+
 bool valid_page_size(uint64_t size) { return size >= 512 && size <= 65536 && (size & (size - 1)) == 0; }
 
 uint64_t page_checksum(const unsigned char* page, uint32_t page_size, uint64_t pgno) {

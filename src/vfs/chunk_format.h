@@ -1,5 +1,5 @@
 // The on-disk format of the sharding VFS: header files, chunk names, and the
-// page slots of database chunks. Pure functions, no I/O.
+// page layout of database chunks. Pure functions, no I/O.
 //
 // A database "big.db" stored through the VFS is:
 //   big.db                  header file: format version, kind, chunk size,
@@ -10,8 +10,8 @@
 //                           believes those files exist.
 //   big.db-chunks/28/dd/1a21d3fdabf7.db    chunk files in a hashed tree.
 //
-// Database chunks hold whole pages, each followed by its 8-byte checksum
-// (a "slot"): XXH3-64 of the page with the page number as seed, so a page
+// Database chunks hold whole pages and a table of their 8-byte checksums
+// (PageLayout): XXH3-64 of the page with the page number as seed, so a page
 // read back from the wrong place fails too. Journal and WAL chunks hold plain
 // bytes: both formats carry their own checksums. No chunk file grows beyond
 // the chunk size. docs/decisions/0005-sharding-vfs.md says why.
@@ -31,7 +31,7 @@ const char* kind_name(FileKind kind);
 
 inline constexpr uint32_t kFormatVersion = 1;
 inline constexpr uint64_t kDefaultChunkSize = 64ull << 20;
-// Large enough for one slot of the largest page (65536 + 8).
+// Large enough for one page of the largest size (65536) and its checksum table.
 inline constexpr uint64_t kMinChunkSize = 128ull << 10;
 inline constexpr uint64_t kMaxChunkSize = 1ull << 40;
 inline constexpr size_t kChecksumBytes = 8;
@@ -74,20 +74,37 @@ std::string chunk_relative_path(std::string_view name, FileKind kind, uint64_t n
 // outside [kMinChunkSize, kMaxChunkSize].
 uint64_t parse_chunk_size(std::string_view text);
 
-// Where the pages of a database with a given page and chunk size live.
-struct PageLayout {
-    uint32_t page_size = 0;
-    uint64_t chunk_size = 0;
+// Where the pages of a database with a given page and chunk size live. A
+// database chunk is a table of 8-byte checksums, one per page, padded to a
+// whole page, then the pages themselves: pages stay aligned to the page size
+// in the file, so reading one is one aligned read, as without the VFS.
+class PageLayout {
+public:
+    PageLayout() = default;
+    PageLayout(uint32_t page_size, uint64_t chunk_size);
 
-    uint64_t slot_size() const { return uint64_t{page_size} + kChecksumBytes; }
-    uint64_t pages_per_chunk() const { return chunk_size / slot_size(); }
+    uint32_t page_size() const { return page_size_; }
+    // As many pages as fit, with their checksum table, in chunk_size bytes.
+    uint64_t pages_per_chunk() const { return pages_per_chunk_; }
+    uint64_t table_bytes() const { return table_bytes_; }
     // Page numbers are SQLite's: 1-based.
-    uint64_t chunk_of(uint64_t pgno) const { return (pgno - 1) / pages_per_chunk(); }
-    uint64_t slot_offset(uint64_t pgno) const { return ((pgno - 1) % pages_per_chunk()) * slot_size(); }
-    uint64_t first_page(uint64_t chunk) const { return chunk * pages_per_chunk() + 1; }
-    // SQLite never writes the page holding the lock bytes (at 1 GiB); its slot
-    // stays a hole.
-    uint64_t lock_page() const { return (uint64_t{1} << 30) / page_size + 1; }
+    uint64_t chunk_of(uint64_t pgno) const { return (pgno - 1) / pages_per_chunk_; }
+    uint64_t index_of(uint64_t pgno) const { return (pgno - 1) % pages_per_chunk_; }
+    uint64_t page_offset(uint64_t pgno) const { return table_bytes_ + index_of(pgno) * page_size_; }
+    uint64_t checksum_offset(uint64_t pgno) const { return index_of(pgno) * kChecksumBytes; }
+    uint64_t first_page(uint64_t chunk) const { return chunk * pages_per_chunk_ + 1; }
+    // Pages held by a chunk file of `bytes` bytes, and the size of one
+    // holding `pages` pages.
+    uint64_t pages_in(uint64_t bytes) const { return bytes <= table_bytes_ ? 0 : (bytes - table_bytes_) / page_size_; }
+    uint64_t bytes_for(uint64_t pages) const { return table_bytes_ + pages * page_size_; }
+    // SQLite never writes the page holding the lock bytes (at 1 GiB), nor
+    // reads it: its place stays a hole, its checksum 0.
+    uint64_t lock_page() const { return (uint64_t{1} << 30) / page_size_ + 1; }
+
+private:
+    uint32_t page_size_ = 0;
+    uint64_t pages_per_chunk_ = 0;
+    uint64_t table_bytes_ = 0;
 };
 
 bool valid_page_size(uint64_t size);

@@ -33,24 +33,29 @@ void add_detail(ChunkStatus& chunk, const std::string& what) {
     }
 }
 
-// Checks every slot of one database chunk.
+// Checks every page of one database chunk against its checksum table.
 void check_database_chunk(InnerFile& file, const PageLayout& l, ChunkStatus& chunk) {
-    const uint64_t slot = l.slot_size();
-    const uint64_t slots = static_cast<uint64_t>(chunk.bytes) / slot;
+    const uint32_t page_size = l.page_size();
+    const uint64_t pages = static_cast<uint64_t>(chunk.pages);
+    std::vector<unsigned char> table(l.pages_per_chunk() * kChecksumBytes);
+    file.read(table.data(), static_cast<int>(table.size()), 0);
     constexpr uint64_t kBatch = 64;
-    std::vector<unsigned char> buf(slot * kBatch);
-    for (uint64_t first = 0; first < slots; first += kBatch) {
-        uint64_t n = std::min(kBatch, slots - first);
-        file.read(buf.data(), static_cast<int>(n * slot), static_cast<int64_t>(first * slot));
+    std::vector<unsigned char> buf(uint64_t{page_size} * kBatch);
+    for (uint64_t first = 0; first < pages; first += kBatch) {
+        uint64_t n = std::min(kBatch, pages - first);
+        uint64_t pgno0 = l.first_page(chunk.number) + first;
+        file.read(buf.data(), static_cast<int>(n * page_size), static_cast<int64_t>(l.page_offset(pgno0)));
         for (uint64_t i = 0; i < n; ++i) {
-            const unsigned char* page = buf.data() + i * slot;
-            uint64_t pgno = l.first_page(chunk.number) + first + i;
-            if (load_le64(page + l.page_size) == page_checksum(page, l.page_size, pgno)) continue;
-            if (pgno == l.lock_page() && std::all_of(page, page + slot, [](unsigned char c) { return c == 0; })) {
+            const unsigned char* page = buf.data() + i * page_size;
+            uint64_t pgno = pgno0 + i;
+            uint64_t stored = load_le64(table.data() + l.checksum_offset(pgno));
+            if (stored == page_checksum(page, page_size, pgno)) continue;
+            if (pgno == l.lock_page() && stored == 0 &&
+                std::all_of(page, page + page_size, [](unsigned char c) { return c == 0; })) {
                 continue;
             }
             ++chunk.bad_pages;
-            add_detail(chunk, "page " + str(pgno) + ": checksum mismatch at offset " + str((first + i) * slot));
+            add_detail(chunk, "page " + str(pgno) + ": checksum mismatch at offset " + str(l.page_offset(pgno)));
         }
     }
 }
@@ -58,7 +63,7 @@ void check_database_chunk(InnerFile& file, const PageLayout& l, ChunkStatus& chu
 void inspect_chunks(sqlite3_vfs* inner, const std::string& root, const ChunkHeader& h, bool check_pages,
                     Inspection& out) {
     const bool database = h.kind == FileKind::kDatabase;
-    const PageLayout l{h.page_size, h.chunk_size};
+    const PageLayout l = database ? PageLayout(h.page_size, h.chunk_size) : PageLayout();
     for (uint64_t n = 0; n < h.chunk_count; ++n) {
         ChunkStatus chunk;
         chunk.kind = h.kind;
@@ -79,16 +84,16 @@ void inspect_chunks(sqlite3_vfs* inner, const std::string& root, const ChunkHead
         chunk.bytes = file.size();
         chunk.state = database ? "ok" : "present";
         if (database) {
-            const uint64_t full = l.pages_per_chunk() * l.slot_size();
-            chunk.pages = chunk.bytes / static_cast<int64_t>(l.slot_size());
+            const uint64_t full = l.bytes_for(l.pages_per_chunk());
+            chunk.pages = static_cast<int64_t>(l.pages_in(static_cast<uint64_t>(chunk.bytes)));
             // The page of the lock bytes is never written: a chunk that ends
             // just before it is complete.
             const bool lock_page_last = l.lock_page() == l.first_page(n) + l.pages_per_chunk() - 1;
-            const uint64_t expected = lock_page_last ? full - l.slot_size() : full;
-            if (chunk.bytes % static_cast<int64_t>(l.slot_size()) != 0) {
+            const uint64_t expected = lock_page_last ? full - h.page_size : full;
+            if (chunk.bytes != 0 && static_cast<uint64_t>(chunk.bytes) != l.bytes_for(chunk.pages)) {
                 chunk.state = "damaged";
-                chunk.detail = "its size " + str(chunk.bytes) + " is not a whole number of " +
-                               str(l.slot_size()) + "-byte page slots";
+                chunk.detail = "its size " + str(chunk.bytes) + " is not its checksum table and whole pages of " +
+                               str(h.page_size) + " bytes";
             } else if (!last && static_cast<uint64_t>(chunk.bytes) < expected) {
                 chunk.state = "short";
                 chunk.detail = "it holds " + str(chunk.pages) + " pages; a chunk before the last holds " +

@@ -146,7 +146,7 @@ void ShardedFile::write(const void* buf, int amt, int64_t offset) {
     }
 }
 
-// --- database files: pages in checksummed slots ----------------------------
+// --- database files: aligned pages and a checksum table per chunk ----------
 
 int ShardedFile::read_database(unsigned char* out, int amt, int64_t offset) {
     if (header_.page_size == 0) load_header();
@@ -160,11 +160,19 @@ int ShardedFile::read_database(unsigned char* out, int amt, int64_t offset) {
         uint64_t pgno = static_cast<uint64_t>(offset) / page_size + 1;
         uint32_t in_page = static_cast<uint32_t>(offset % page_size);
         int n = static_cast<int>(std::min<uint64_t>(page_size - in_page, amt));
-        if (!read_page(pgno, l)) {
+        // Whole pages (nearly every read) go straight into SQLite's buffer
+        // and are checked. Parts of page 1 (the 100-byte header, the change
+        // counter) are not: SQLite reads them before it recovers from a
+        // crash, and a crash between writing a page and its checksum leaves
+        // page 1 failing its check until the recovery rewrites it.
+        const bool whole = in_page == 0 && n == static_cast<int>(page_size);
+        if (!whole) page_.resize(page_size);
+        unsigned char* dest = whole ? out : page_.data();
+        if (!read_page(pgno, l, dest, whole)) {
             std::memset(out, 0, amt);
             return SQLITE_IOERR_SHORT_READ;
         }
-        std::memcpy(out, slot_.data() + in_page, n);
+        if (!whole) std::memcpy(out, page_.data() + in_page, n);
         out += n;
         amt -= n;
         offset += n;
@@ -172,37 +180,59 @@ int ShardedFile::read_database(unsigned char* out, int amt, int64_t offset) {
     return SQLITE_OK;
 }
 
-// Reads page `pgno` into slot_ and checks it; false if it lies beyond the end.
-bool ShardedFile::read_page(uint64_t pgno, const PageLayout& l) {
+// Reads page `pgno` into `dest` and (if `verify`) checks it; false if it lies
+// beyond the end of the file.
+bool ShardedFile::read_page(uint64_t pgno, const PageLayout& l, unsigned char* dest, bool verify) {
     const uint64_t number = l.chunk_of(pgno);
     if (number >= header_.chunk_count) {
         load_header();  // another connection may have grown the file
         if (number >= header_.chunk_count) return false;
     }
-    slot_.resize(l.slot_size());
     InnerFile* chunk = chunks_->find(number);
     if (!chunk) {
         throw VfsError(SQLITE_IOERR_READ, "chunk " + str(number) + " of '" + path() + "' is missing: '" +
                                               chunks_->path(number) + "' (needed for page " + str(pgno) + ")");
     }
-    const uint64_t offset = l.slot_offset(pgno);
-    if (!chunk->read(slot_.data(), static_cast<int>(l.slot_size()), static_cast<int64_t>(offset))) {
+    const uint32_t page_size = header_.page_size;
+    const uint64_t offset = l.page_offset(pgno);
+    if (!chunk->read(dest, static_cast<int>(page_size), static_cast<int64_t>(offset))) {
         int64_t have = chunk->size();
         if (number + 1 == header_.chunk_count && static_cast<uint64_t>(have) <= offset) return false;
         // SQLite never writes the page of the lock bytes, nor reads it.
         if (pgno == l.lock_page()) return true;
         throw VfsError(SQLITE_IOERR_DATA, "page " + str(pgno) + " of '" + path() + "' is missing: chunk " +
                                               str(number) + " '" + chunk->path() + "' ends at byte " + str(have) +
-                                              ", inside or before the page's slot at " + str(offset));
+                                              ", before the page's end at " + str(offset + page_size));
     }
-    const uint32_t page_size = header_.page_size;
-    if (load_le64(slot_.data() + page_size) != page_checksum(slot_.data(), page_size, pgno)) {
-        if (pgno == l.lock_page() && all_zero(slot_.data(), slot_.size())) return true;
-        throw VfsError(SQLITE_IOERR_DATA, "checksum mismatch in page " + str(pgno) + " of '" + path() +
-                                              "': chunk " + str(number) + " '" + chunk->path() + "', offset " +
-                                              str(offset));
+    if (!verify) return true;
+    const uint64_t actual = page_checksum(dest, page_size, pgno);
+    if (actual == stored_checksum(*chunk, number, pgno, l, false)) return true;
+    // Our copy of the checksum table may be older than the page (another
+    // connection rewrote both): read the entry again before crying damage.
+    const uint64_t stored = stored_checksum(*chunk, number, pgno, l, true);
+    if (actual == stored) return true;
+    if (pgno == l.lock_page() && stored == 0 && all_zero(dest, page_size)) return true;
+    throw VfsError(SQLITE_IOERR_DATA, "checksum mismatch in page " + str(pgno) + " of '" + path() + "': chunk " +
+                                          str(number) + " '" + chunk->path() + "', offset " + str(offset));
+}
+
+uint64_t ShardedFile::stored_checksum(InnerFile& chunk, uint64_t number, uint64_t pgno, const PageLayout& l,
+                                      bool reread) {
+    std::vector<unsigned char>& table = checksum_tables_[number];
+    const uint64_t at = l.checksum_offset(pgno);
+    if (table.empty()) {
+        // The whole table of a chunk at its first use (one read of 8 bytes
+        // per page of the chunk); a cache bounded like the open chunks.
+        if (checksum_tables_.size() > kMaxCachedTables) {
+            checksum_tables_.clear();
+            return stored_checksum(chunk, number, pgno, l, reread);
+        }
+        table.resize(l.pages_per_chunk() * kChecksumBytes);
+        chunk.read(table.data(), static_cast<int>(table.size()), 0);
+    } else if (reread) {
+        chunk.read(table.data() + at, static_cast<int>(kChecksumBytes), static_cast<int64_t>(at));
     }
-    return true;
+    return load_le64(table.data() + at);
 }
 
 void ShardedFile::write_database(const unsigned char* in, int amt, int64_t offset) {
@@ -214,11 +244,12 @@ void ShardedFile::write_database(const unsigned char* in, int amt, int64_t offse
             throw VfsError(SQLITE_IOERR_WRITE, "the first write to '" + path() + "' (" + str(amt) +
                                                    " bytes at offset " + str(offset) + ") is not a database page");
         }
-        if (PageLayout{static_cast<uint32_t>(amt), header_.chunk_size}.pages_per_chunk() == 0) {
+        if (PageLayout(static_cast<uint32_t>(amt), header_.chunk_size).pages_per_chunk() == 0) {
             throw VfsError(SQLITE_IOERR_WRITE, "chunk_size " + str(header_.chunk_size) + " of '" + path() +
                                                    "' cannot hold a page of " + str(amt) + " bytes");
         }
         header_.page_size = static_cast<uint32_t>(amt);
+        checksum_tables_.clear();
         write_header();
     }
     const uint32_t page_size = header_.page_size;
@@ -233,10 +264,17 @@ void ShardedFile::write_database(const unsigned char* in, int amt, int64_t offse
     const uint64_t pgno = static_cast<uint64_t>(offset) / page_size + 1;
     const uint64_t number = l.chunk_of(pgno);
     InnerFile& chunk = chunk_for_write(number);
-    slot_.resize(l.slot_size());
-    std::memcpy(slot_.data(), in, page_size);
-    store_le64(slot_.data() + page_size, page_checksum(in, page_size, pgno));
-    chunk.write(slot_.data(), static_cast<int>(slot_.size()), static_cast<int64_t>(l.slot_offset(pgno)));
+    unsigned char sum[kChecksumBytes];
+    store_le64(sum, page_checksum(in, page_size, pgno));
+    // Page, then checksum. A crash between the two leaves a page that fails
+    // its check; SQLite's recovery (journal rollback, WAL checkpoint) writes
+    // that page again before anyone reads it.
+    chunk.write(in, amt, static_cast<int64_t>(l.page_offset(pgno)));
+    chunk.write(sum, sizeof sum, static_cast<int64_t>(l.checksum_offset(pgno)));
+    auto cached = checksum_tables_.find(number);
+    if (cached != checksum_tables_.end() && !cached->second.empty()) {
+        std::memcpy(cached->second.data() + l.checksum_offset(pgno), sum, sizeof sum);
+    }
     chunks_->mark_dirty(number);
 }
 
@@ -317,7 +355,7 @@ int64_t ShardedFile::size() {
     // silently losing its tail.
     if (header_.kind == FileKind::kDatabase) {
         const PageLayout l = layout();
-        uint64_t pages = chunk ? static_cast<uint64_t>(chunk->size()) / l.slot_size() : l.pages_per_chunk();
+        uint64_t pages = chunk ? l.pages_in(static_cast<uint64_t>(chunk->size())) : l.pages_per_chunk();
         return static_cast<int64_t>((last * l.pages_per_chunk() + pages) * header_.page_size);
     }
     uint64_t bytes = chunk ? static_cast<uint64_t>(chunk->size()) : header_.chunk_size;
@@ -334,12 +372,13 @@ void ShardedFile::truncate(int64_t size) {
         const PageLayout l = layout();
         uint64_t pages = ceil_div(static_cast<uint64_t>(size), header_.page_size);
         new_count = ceil_div(pages, l.pages_per_chunk());
-        if (new_count > 0) last_bytes = (pages - (new_count - 1) * l.pages_per_chunk()) * l.slot_size();
+        if (new_count > 0) last_bytes = l.bytes_for(pages - (new_count - 1) * l.pages_per_chunk());
     } else {
         new_count = ceil_div(static_cast<uint64_t>(size), header_.chunk_size);
         if (new_count > 0) last_bytes = static_cast<uint64_t>(size) - (new_count - 1) * header_.chunk_size;
     }
     if (new_count > old_count) return;  // SQLite extends files by writing, never by truncating
+    checksum_tables_.clear();
     if (new_count < old_count) {
         // The header first: a crash then leaves uncounted chunk files, which
         // are emptied when the file grows into them again.
@@ -379,7 +418,8 @@ int ShardedFile::file_control(int op, void* arg) {
         case SQLITE_FCNTL_PRAGMA: {
             // PRAGMA page_size=N on a database that already holds pages would
             // make the next VACUUM write pages of another size, which the
-            // slots cannot hold: refuse it up front, with the reason.
+            // chunk layout (fixed per database) cannot hold: refuse it up
+            // front, with the reason.
             char** args = static_cast<char**>(arg);
             if (header_.kind == FileKind::kDatabase && args[1] && args[2] &&
                 sqlite3_stricmp(args[1], "page_size") == 0) {

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include "vfs/chunk_format.h"
@@ -64,12 +65,13 @@ private:
     void attach_chunks(bool readonly);
 
     int read_database(unsigned char* out, int amt, int64_t offset);
-    bool read_page(uint64_t pgno, const PageLayout& layout);
+    bool read_page(uint64_t pgno, const PageLayout& layout, unsigned char* dest, bool verify);
+    uint64_t stored_checksum(InnerFile& chunk, uint64_t number, uint64_t pgno, const PageLayout& layout, bool reread);
     void write_database(const unsigned char* in, int amt, int64_t offset);
     int read_log(unsigned char* out, int amt, int64_t offset);
     void write_log(const unsigned char* in, int amt, int64_t offset);
     InnerFile& chunk_for_write(uint64_t number);
-    PageLayout layout() const { return PageLayout{header_.page_size, header_.chunk_size}; }
+    PageLayout layout() const { return PageLayout(header_.page_size, header_.chunk_size); }
 
     sqlite3_vfs* inner_;
     std::unique_ptr<InnerFile> header_file_;
@@ -78,7 +80,11 @@ private:
     std::unique_ptr<ChunkSet> chunks_;
     bool header_stale_ = false;
     bool header_dirty_ = false;  // written since the last sync
-    std::vector<unsigned char> slot_;
+    std::vector<unsigned char> page_;  // for reads of part of a page
+    // Checksum tables of database chunks read so far, by chunk number. A
+    // stale entry only costs a second read (read_page), never a wrong pass.
+    static constexpr size_t kMaxCachedTables = 64;
+    std::unordered_map<uint64_t, std::vector<unsigned char>> checksum_tables_;
 };
 
 // The absolute chunk folder of a header at `header_path` whose root is `root`.

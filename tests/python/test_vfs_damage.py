@@ -18,7 +18,11 @@ import vfs_testlib  # noqa: E402
 
 ROWS = 6000
 PAGE = 4096
-SLOT = PAGE + 8
+CHUNK = 128 * 1024
+# A database chunk: a table of 8-byte checksums padded to a page, then pages.
+PAGES_PER_CHUNK = 31
+TABLE = PAGE
+assert TABLE + PAGES_PER_CHUNK * PAGE <= CHUNK < TABLE + (PAGES_PER_CHUNK + 1) * PAGE
 
 
 class DamageTest(vfs_testlib.VfsTestCase):
@@ -36,7 +40,7 @@ class DamageTest(vfs_testlib.VfsTestCase):
         conn.close()
         self.listing = vfs_testlib.chunks(self.db)
         self.assertGreater(len(self.listing), 8)
-        self.pages_per_chunk = (128 * 1024) // SLOT
+        self.pages_per_chunk = PAGES_PER_CHUNK
 
     def chunk(self, number):
         return next(c for c in self.listing if c["kind"] == "db" and c["chunk"] == number)
@@ -53,9 +57,9 @@ class DamageTest(vfs_testlib.VfsTestCase):
         victim = self.chunk(4)
         index = 5
         with open(victim["path"], "r+b") as f:
-            f.seek(index * SLOT + 1000)
+            f.seek(TABLE + index * PAGE + 1000)
             byte = f.read(1)
-            f.seek(index * SLOT + 1000)
+            f.seek(TABLE + index * PAGE + 1000)
             f.write(bytes([byte[0] ^ 0x40]))
         bad_page = self.page_in_chunk(4, index)
 
@@ -110,7 +114,7 @@ class DamageTest(vfs_testlib.VfsTestCase):
     def test_truncated_middle_chunk(self):
         victim = self.chunk(2)
         with open(victim["path"], "r+b") as f:
-            f.truncate(3 * SLOT)
+            f.truncate(TABLE + 3 * PAGE)
         conn = self.vfs("d.db")
         self.assert_io_error(conn, "SELECT count(*), sum(length(body)) FROM t", vfs_testlib.SQLITE_IOERR_DATA)
         rows = {c["chunk"]: c for c in vfs_testlib.chunks(self.db)}

@@ -38,7 +38,7 @@ printf '\x00\x01' | dd of="$chunk" bs=1 seek=9000 conv=notrunc 2>/dev/null
 out=$(sql ".log stderr
 .open 'file:$WORK/a.db?vfs=aerials'
 SELECT sum(length(v)) FROM t;" || true)
-expect_contains "damage named in the log" "checksum mismatch in page 34 of '$WORK/a.db': chunk 1 '$chunk'" "$out"
+expect_contains "damage named in the log" "checksum mismatch in page 33 of '$WORK/a.db': chunk 1 '$chunk'" "$out"
 expect_contains "damage is an I/O error" "disk I/O error" "$out"
 
 # Errors that say what was wrong.
