@@ -271,7 +271,8 @@ void ReadPool::run_step(const std::shared_ptr<ParallelQuery>& query, size_t task
                 }
             }
             if (!batch.retired) {
-                for (size_t i = 0; i < state->task.params.size(); ++i) {
+                auto bindable = static_cast<size_t>(sqlite3_bind_parameter_count(state->statement->get()));
+                for (size_t i = 0; i < state->task.params.size() && i < bindable; ++i) {
                     const OwnedValue& p = state->task.params[i];
                     int index = static_cast<int>(i + 1);
                     switch (p.type) {
@@ -363,6 +364,7 @@ std::unique_ptr<sqlite::Database> ReadPool::checkout(const BucketId& bucket) {
             if (!std::filesystem::exists(path)) throw BucketRetired("bucket file '" + path + "' no longer exists");
             throw;
         }
+        ++opens_;
         sqlite3_busy_timeout(db->get(), settings_.busy_timeout_ms);
         db->exec("PRAGMA query_only=1; PRAGMA cache_size=-1024");
         if (!db->table_exists("bucket")) throw BucketRetired("bucket file '" + path + "' was split");
@@ -395,6 +397,11 @@ void ReadPool::prepare_views(sqlite::Database& db) {
     sqlite3_set_authorizer(db.get(), read_only_authorizer, nullptr);
     std::lock_guard<std::mutex> lock(idle_mutex_);
     views_version_[db.get()] = version;
+}
+
+int64_t ReadPool::idle_connections() {
+    std::lock_guard<std::mutex> lock(idle_mutex_);
+    return static_cast<int64_t>(idle_.size());
 }
 
 void ReadPool::checkin(const BucketId& bucket, std::unique_ptr<sqlite::Database> connection) {

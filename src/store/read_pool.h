@@ -104,6 +104,8 @@ public:
     std::shared_ptr<ParallelQuery> start(std::vector<ReadTask> tasks, bool per_task);
 
     int64_t bucket_visits() const { return visits_; }
+    int64_t bucket_opens() const { return opens_; }
+    int64_t idle_connections();
 
 private:
     friend class ParallelQuery;
@@ -134,6 +136,7 @@ private:
     uint64_t collections_version_ = 0;
     std::map<sqlite3*, uint64_t> views_version_;  // per connection, under idle_mutex_
     std::atomic<int64_t> visits_{0};
+    std::atomic<int64_t> opens_{0};
 };
 
 // Throws std::invalid_argument unless `sql` only reads (used by aerials_map

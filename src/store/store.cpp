@@ -269,9 +269,13 @@ ReadPool& Store::read_pool() {
     return *read_pool_;
 }
 
-StoreStats Store::stats() const {
+StoreStats Store::stats() {
     StoreStats s = stats_;
-    if (read_pool_) s.bucket_visits += read_pool_->bucket_visits();
+    if (read_pool_) {
+        s.bucket_visits += read_pool_->bucket_visits();
+        s.bucket_opens += read_pool_->bucket_opens();
+        s.worker_connections = read_pool_->idle_connections();
+    }
     s.open_now = static_cast<int64_t>(lru_.size());
     return s;
 }

@@ -26,6 +26,7 @@ struct StoreStats {
     int64_t splits = 0;         // splits this process switched over
     int64_t map_reloads = 0;    // catalog reloads after meeting a split bucket
     int64_t open_now = 0;
+    int64_t worker_connections = 0;  // idle read connections of the worker threads
 };
 
 class Store {
@@ -87,7 +88,7 @@ public:
     void split_pending();
     bool in_transaction() const { return !touched_.empty(); }
 
-    StoreStats stats() const;
+    StoreStats stats();
 
     // Worker threads with their own read connections, started on first use.
     ReadPool& read_pool();

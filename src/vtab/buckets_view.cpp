@@ -255,6 +255,7 @@ void stats_function(sqlite3_context* ctx, int, sqlite3_value** argv) {
                            ",\"splits\":" + std::to_string(s.splits) +
                            ",\"map_reloads\":" + std::to_string(s.map_reloads) +
                            ",\"open_now\":" + std::to_string(s.open_now) +
+                           ",\"worker_connections\":" + std::to_string(s.worker_connections) +
                            ",\"max_open\":" + std::to_string(store->options().max_open) +
                            ",\"buckets\":" + std::to_string(store->buckets().size()) + "}";
         sqlite3_result_text(ctx, json.c_str(), static_cast<int>(json.size()), SQLITE_TRANSIENT);
