@@ -13,7 +13,7 @@ uint64_t bucket_key(const BucketId& id) { return (uint64_t(id.depth) << 56) ^ id
 
 // The authorizer of read connections: reading is all a worker (and an
 // aerials_map query) may do.
-int read_only_authorizer(void*, int action, const char* arg1, const char*, const char*, const char*) {
+int read_only_authorizer(void*, int action, const char*, const char* arg2, const char*, const char*) {
     switch (action) {
         case SQLITE_SELECT:
         case SQLITE_READ:
@@ -22,7 +22,7 @@ int read_only_authorizer(void*, int action, const char* arg1, const char*, const
         case SQLITE_FUNCTION: {
             static const std::set<std::string> denied = {"load_extension", "readfile", "writefile", "edit",
                                                          "fts3_tokenizer", "zipfile", "sqlar_compress"};
-            return arg1 && denied.count(arg1) ? SQLITE_DENY : SQLITE_OK;
+            return arg2 && denied.count(arg2) ? SQLITE_DENY : SQLITE_OK;  // arg2: the function's name
         }
         default:
             return SQLITE_DENY;
@@ -56,7 +56,8 @@ int recording_authorizer(void* data, int action, const char* arg1, const char* a
         auto* denied = static_cast<DeniedAction*>(data);
         if (!denied->action) {
             denied->action = action;
-            denied->detail = arg1 ? arg1 : "";
+            const char* detail = action == SQLITE_FUNCTION ? arg2 : arg1;
+            denied->detail = detail ? detail : "";
         }
     }
     return verdict;
@@ -365,6 +366,11 @@ std::unique_ptr<sqlite::Database> ReadPool::checkout(const BucketId& bucket) {
             throw;
         }
         ++opens_;
+        {
+            // A new connection may reuse a closed one's address.
+            std::lock_guard<std::mutex> lock(idle_mutex_);
+            views_version_.erase(db->get());
+        }
         sqlite3_busy_timeout(db->get(), settings_.busy_timeout_ms);
         db->exec("PRAGMA query_only=1; PRAGMA cache_size=-1024");
         if (!db->table_exists("bucket")) throw BucketRetired("bucket file '" + path + "' was split");
