@@ -6,13 +6,17 @@
 
 namespace aerials::vfs {
 
-InnerFile::InnerFile(sqlite3_vfs* vfs, std::string path)
-    : vfs_(vfs), path_(std::move(path)), memory_(new char[vfs->szOsFile]()) {}
+InnerFile::InnerFile(sqlite3_vfs* vfs, std::string path, const char* sqlite_name)
+    : vfs_(vfs), path_(std::move(path)), memory_(new char[vfs->szOsFile]()) {
+    // c_str() adds the second NUL that ends the (empty) parameter list.
+    name_ = path_ + '\0';
+    open_name_ = sqlite_name ? sqlite_name : name_.c_str();
+}
 
 int InnerFile::open(int flags, int* out_flags) {
     close();
     int ignored = 0;
-    int rc = vfs_->xOpen(vfs_, path_.c_str(), file(), flags, out_flags ? out_flags : &ignored);
+    int rc = vfs_->xOpen(vfs_, open_name_, file(), flags, out_flags ? out_flags : &ignored);
     // A VFS that set pMethods must see xClose even when xOpen failed.
     if (rc != SQLITE_OK) {
         if (file()->pMethods) file()->pMethods->xClose(file());

@@ -14,8 +14,13 @@ namespace aerials::vfs {
 
 class InnerFile {
 public:
-    // `path` is kept here: the unix VFS holds on to the pointer it is given.
-    InnerFile(sqlite3_vfs* vfs, std::string path);
+    // The name handed to the wrapped VFS must stay valid while the file is
+    // open (the unix VFS keeps the pointer) and be in SQLite's filename
+    // format: URI parameters may follow it, each string NUL-terminated, the
+    // list ending with an empty one. `sqlite_name`, when given, is a name
+    // SQLite passed to our xOpen (parameters and all, valid until our file
+    // closes); otherwise `path` is kept here, with no parameters.
+    InnerFile(sqlite3_vfs* vfs, std::string path, const char* sqlite_name = nullptr);
     ~InnerFile() { close(); }
     InnerFile(const InnerFile&) = delete;
     InnerFile& operator=(const InnerFile&) = delete;
@@ -40,6 +45,8 @@ private:
 
     sqlite3_vfs* vfs_;
     std::string path_;
+    std::string name_;  // path_ and an empty parameter list
+    const char* open_name_;
     std::unique_ptr<char[]> memory_;
     bool open_ = false;
 };

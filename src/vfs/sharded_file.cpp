@@ -39,7 +39,7 @@ ShardedFile::ShardedFile(sqlite3_vfs* inner, std::unique_ptr<InnerFile> header_f
 
 std::unique_ptr<ShardedFile> ShardedFile::open_database(sqlite3_vfs* inner, const char* path, int flags,
                                                         int* out_flags, const CreateOptions& options) {
-    auto header_file = std::make_unique<InnerFile>(inner, path);
+    auto header_file = std::make_unique<InnerFile>(inner, path, path);
     int rc = header_file->open(flags, out_flags);
     if (rc != SQLITE_OK) throw VfsError(rc, "cannot open the header file '" + std::string(path) + "'");
     std::unique_ptr<ShardedFile> file(new ShardedFile(inner, std::move(header_file)));
@@ -73,7 +73,7 @@ std::unique_ptr<ShardedFile> ShardedFile::open_database(sqlite3_vfs* inner, cons
 
 std::unique_ptr<ShardedFile> ShardedFile::open_log(sqlite3_vfs* inner, const char* path, int flags, int* out_flags,
                                                    FileKind kind, const ShardedFile& main) {
-    auto header_file = std::make_unique<InnerFile>(inner, path);
+    auto header_file = std::make_unique<InnerFile>(inner, path, path);
     int rc = header_file->open(flags, out_flags);
     if (rc != SQLITE_OK) throw VfsError(rc, "cannot open the header file '" + std::string(path) + "'");
     std::unique_ptr<ShardedFile> file(new ShardedFile(inner, std::move(header_file)));

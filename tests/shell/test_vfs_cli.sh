@@ -34,7 +34,7 @@ expect_contains "aerials_chunks needs a path" "aerials_chunks needs the database
 
 # A flipped byte: the log names the chunk file and the page.
 chunk=$(sql "SELECT path FROM aerials_chunks('$WORK/a.db') WHERE chunk = 1;")
-printf '\x00\x01' | dd of="$chunk" bs=1 seek=9000 conv=notrunc 2>/dev/null
+printf '\x00\x01' | env -u LD_PRELOAD dd of="$chunk" bs=1 seek=9000 conv=notrunc 2>/dev/null
 out=$(sql ".log stderr
 .open 'file:$WORK/a.db?vfs=aerials'
 SELECT sum(length(v)) FROM t;" || true)
