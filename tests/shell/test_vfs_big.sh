@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # A 512 MiB database built through the sharding VFS by a process whose file
 # size limit (ulimit -f) is 64 MiB: no file it writes may grow past that, and
-# the default chunk size (64 MiB) keeps every chunk file within it. The same
-# process fails to build a plain database past the limit.
+# the default chunk size (64 MiB) keeps every chunk file within it. Then past
+# 1 GiB (the lock-byte page). The same limit stops a plain database.
 source "$(dirname "$0")/lib.sh"
 
 MIB=$((1024 * 1024))
@@ -35,6 +35,24 @@ expect_eq "read back through the VFS" "$ROWS|$((ROWS * 16000))
 
 out=$(sql "SELECT json_extract(aerials_vfs_verify('$WORK/big.db'), '\$.ok', '\$.bad_pages');")
 expect_eq "every page verifies" '[true,0]' "$out"
+
+# Past 1 GiB: the page holding SQLite's lock bytes falls inside a chunk; it is
+# never written, and neither SQLite nor the verification trips over its hole.
+out=$(bash -c "ulimit -f $((64 * 1024)); sqlite3 -batch -bail" 2>&1 <<SQL
+.load $EXT
+.open 'file:$WORK/big.db?vfs=aerials'
+PRAGMA synchronous=OFF;
+INSERT INTO t SELECT value, zeroblob(16000) FROM generate_series($((ROWS + 1)), $((ROWS + 36000)));
+SELECT page_count * page_size > 1024 * $MIB FROM pragma_page_count, pragma_page_size;
+PRAGMA quick_check;
+SQL
+)
+expect_eq "grown past 1 GiB" "1
+ok" "$out"
+out=$(sql "SELECT json_extract(aerials_vfs_verify('$WORK/big.db'), '\$.ok', '\$.bad_pages');")
+expect_eq "every page verifies past 1 GiB" '[true,0]' "$out"
+largest=$(find "$WORK/big.db-chunks" -type f -printf '%s\n' | sort -n | tail -1)
+expect_eq "still no chunk file above 64 MiB" "1" "$([ "$largest" -le $((64 * MIB)) ] && echo 1)"
 
 # Control: the same limit stops a plain database at 64 MiB (SIGXFSZ or an
 # I/O error, either way a failure).
