@@ -144,3 +144,38 @@ class LogFilesTest(vfs_testlib.VfsTestCase):
         report = vfs_testlib.verify(self.path("t.db"))
         self.assertTrue(report["ok"], report)
         self.assertEqual(report["pages"], conn.execute("PRAGMA page_count").fetchone()[0])
+
+
+class SharedFilesTest(vfs_testlib.VfsTestCase):
+    """Two connections on one database, each with its own chunk handles and
+    cached checksum tables: one shrinks the file and grows it again, the
+    other must read the new pages, not stale ones (nor report them damaged)."""
+
+    def shrink_and_regrow(self, mode):
+        a = self.vfs("s.db", chunk_size="128K")
+        a.execute("PRAGMA journal_mode=%s" % mode)
+        a.execute("CREATE TABLE t(id INTEGER PRIMARY KEY, v BLOB)")
+        a.execute("WITH RECURSIVE n(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM n WHERE x < 3000) "
+                  "INSERT INTO t SELECT x, randomblob(500) FROM n")
+        b = self.vfs("s.db")
+        self.assertEqual(b.execute("SELECT count(*), sum(length(v)) FROM t").fetchone(), (3000, 1500000))
+        a.execute("DELETE FROM t WHERE id > 100")
+        a.execute("VACUUM")
+        if mode == "wal":
+            a.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        a.execute("WITH RECURSIVE n(x) AS (SELECT 101 UNION ALL SELECT x + 1 FROM n WHERE x < 2500) "
+                  "INSERT INTO t SELECT x, zeroblob(700) FROM n")
+        if mode == "wal":
+            a.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        expected = a.execute("SELECT count(*), sum(length(v)), sum(hex(v) = '') FROM t").fetchone()
+        self.assertEqual(b.execute("SELECT count(*), sum(length(v)), sum(hex(v) = '') FROM t").fetchone(), expected)
+        self.assertEqual(b.execute("PRAGMA integrity_check").fetchall(), [("ok",)])
+        b.close()
+        a.close()
+        self.assertTrue(vfs_testlib.verify(self.path("s.db"))["ok"])
+
+    def test_rollback_journal(self):
+        self.shrink_and_regrow("delete")
+
+    def test_wal(self):
+        self.shrink_and_regrow("wal")
