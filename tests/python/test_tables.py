@@ -1298,6 +1298,9 @@ class MemoryTest(TablesTestCase):
         return result.stdout.strip()
 
     def test_scanning_two_million_rows_keeps_peak_rss_bounded(self):
+        if os.environ.get("AERIALS_SANITIZED"):
+            # AddressSanitizer's shadow memory and quarantine dominate RSS there.
+            self.skipTest("peak RSS is measured in the plain build, not under AddressSanitizer")
         n = MEMORY_ROWS
         mib = 1024 * 1024
         load_seconds = float(self.run_child(LOADER, self.root, str(n)))
