@@ -114,14 +114,6 @@ void BucketFile::remove_files(const fs::path& path) {
 
 std::string BucketFile::sql_for(BucketQuery query) const {
     switch (query) {
-        case BucketQuery::kGetOne:
-            return "SELECT key, subkey, value FROM bucket WHERE key=?1 AND subkey=?2";
-        case BucketQuery::kGetKey:
-            return "SELECT key, subkey, value FROM bucket WHERE key=?1";
-        case BucketQuery::kScan:
-            return "SELECT key, subkey, value FROM bucket";
-        case BucketQuery::kScanSubkey:
-            return "SELECT key, subkey, value FROM bucket WHERE subkey=?1";
         case BucketQuery::kInsert:
             return "INSERT INTO bucket(key, subkey, value) VALUES (?1, ?2, ?3)";
         case BucketQuery::kInsertOrIgnore:

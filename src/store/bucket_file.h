@@ -28,10 +28,6 @@ public:
 // are cached by their text). Every statement text has a small pool, so that
 // two cursors over the same bucket (a self-join) never share one statement.
 enum class BucketQuery : int {
-    kGetOne,       // ?1 key, ?2 subkey -> key, subkey, value
-    kGetKey,       // ?1 key -> key, subkey, value (every subkey)
-    kScan,         // -> key, subkey, value
-    kScanSubkey,   // ?1 subkey -> key, subkey, value
     kInsert,       // ?1 key, ?2 subkey, ?3 value; fails on an existing (key, subkey)
     kInsertOrIgnore,
     kUpdateValue,  // ?1 key, ?2 subkey, ?3 value
