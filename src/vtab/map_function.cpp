@@ -58,14 +58,6 @@ void set_error(sqlite3_vtab* vtab, const std::string& message) {
     vtab->zErrMsg = sqlite3_mprintf("aerials_map: %s", message.c_str());
 }
 
-std::shared_ptr<store::Store> store_at(ConnectionContext& context, const std::string& root) {
-    if (auto store = context.find(root)) return store;
-    store::StoreOptions options;
-    options.root = root;
-    options.create_if_missing = false;
-    return context.store_for(options);
-}
-
 // The names of the query's result columns, from preparing it (not running
 // it) on one bucket, with the views the workers' connections have.
 std::vector<std::string> result_columns(store::Store& store, const std::string& sql) {
@@ -118,7 +110,7 @@ int map_connect(sqlite3* db, void* aux, int argc, const char* const* argv, sqlit
             if (table->root.empty() || table->sql.empty()) {
                 throw std::invalid_argument("give root='...' and sql='SELECT ...'");
             }
-            auto store = store_at(*context, table->root);
+            auto store = context->store_at(table->root);
             store::check_read_only_query(table->sql, store->collections());
             std::vector<std::string> names = result_columns(*store, table->sql);
             table->columns = static_cast<int>(names.size());
@@ -239,7 +231,7 @@ int map_filter(sqlite3_vtab_cursor* base, int, const char*, int argc, sqlite3_va
             cursor->root = table->root;
             cursor->sql = table->sql;
         }
-        cursor->store = store_at(*table->context, cursor->root);
+        cursor->store = table->context->store_at(cursor->root);
         store::check_read_only_query(cursor->sql, cursor->store->collections());
         cursor->eof = false;
         start(cursor, cursor->store->buckets());
