@@ -3,18 +3,22 @@
 //   SELECT * FROM aerials_buckets('data');
 //
 // An eponymous table-valued function. Each row joins the catalog's entry for a
-// bucket with what the bucket file itself says now (records, bytes in use). A
-// bucket that cannot be read is listed with status 'damaged' and the reason in
-// `error`, so the view is the place to find damage rather than another victim.
+// bucket with what the bucket file itself says now (records, bytes in use,
+// rows per collection). A bucket that cannot be read is listed with status
+// 'damaged' and the reason in `error`, so the view is the place to find damage
+// rather than another victim.
 #include "vtab/buckets_view.h"
 
 #include <cstring>
 #include <filesystem>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <vector>
 
 #include "store/key_hash.h"
+#include "vtab/collections_view.h"
+#include "vtab/store_view_support.h"
 
 namespace aerials::vtab {
 namespace {
@@ -22,7 +26,8 @@ namespace {
 using store::BucketId;
 
 enum Column {
-    kBucket, kPath, kDepth, kLo, kHi, kRecords, kBytes, kChecksum, kLastCommitId, kMtime, kStatus, kError, kRoot
+    kBucket, kPath, kDepth, kLo, kHi, kRecords, kBytes, kChecksum, kLastCommitId, kMtime, kStatus, kError,
+    kCollections, kKvRecords, kRoot
 };
 
 struct BucketRow {
@@ -34,6 +39,9 @@ struct BucketRow {
     int64_t mtime = 0;
     std::string status;
     std::string error;
+    // Counted in the bucket file; unknown (NULL) when it cannot be read.
+    std::string collections_json;  // {"customers":56,"orders":1234}, empty when unknown
+    std::optional<int64_t> kv_records;
 };
 
 struct BucketsView : sqlite3_vtab {
@@ -44,6 +52,7 @@ struct BucketsCursor : sqlite3_vtab_cursor {
     std::shared_ptr<store::Store> store;
     std::string root;
     std::vector<BucketId> buckets;
+    std::vector<CatalogCollection> collections;
     size_t index = 0;
     BucketRow row;
 };
@@ -51,7 +60,7 @@ struct BucketsCursor : sqlite3_vtab_cursor {
 int view_connect(sqlite3* db, void* aux, int, const char* const*, sqlite3_vtab** out, char** err) {
     int rc = sqlite3_declare_vtab(db,
                                   "CREATE TABLE x(bucket, path, depth, lo, hi, records, bytes, checksum, "
-                                  "last_commit_id, mtime, status, error, root HIDDEN)");
+                                  "last_commit_id, mtime, status, error, collections, kv_records, root HIDDEN)");
     if (rc != SQLITE_OK) {
         *err = sqlite3_mprintf("aerials_buckets: %s", sqlite3_errmsg(db));
         return rc;
@@ -64,37 +73,32 @@ int view_connect(sqlite3* db, void* aux, int, const char* const*, sqlite3_vtab**
     return SQLITE_OK;
 }
 
-int view_disconnect(sqlite3_vtab* vtab) {
-    delete static_cast<BucketsView*>(vtab);
-    return SQLITE_OK;
-}
-
-// xBestIndex: the hidden `root` column must be constrained with =; it arrives
-// as argv[0] of xFilter.
 int view_best_index(sqlite3_vtab* vtab, sqlite3_index_info* info) {
-    for (int i = 0; i < info->nConstraint; ++i) {
-        const auto& c = info->aConstraint[i];
-        if (c.iColumn == kRoot && c.op == SQLITE_INDEX_CONSTRAINT_EQ) {
-            if (!c.usable) return SQLITE_CONSTRAINT;
-            info->aConstraintUsage[i].argvIndex = 1;
-            info->aConstraintUsage[i].omit = 1;
-            info->estimatedCost = 1000;
-            return SQLITE_OK;
-        }
+    return best_index_on_root(vtab, info, kRoot, "aerials_buckets");
+}
+
+// Rows of the key-value table and of each collection in `file`, in one
+// statement (cached by the bucket, as its text repeats from bucket to bucket).
+// A bucket without a collection's table has no rows of it: tables are created
+// in a bucket when it is opened after the collection was declared.
+void count_rows(BucketsCursor* cursor, const std::shared_ptr<store::BucketFile>& file, BucketRow& row) {
+    std::vector<bool> present;
+    std::string sql = "SELECT (SELECT count(*) FROM main.bucket)";
+    for (const CatalogCollection& c : cursor->collections) {
+        present.push_back(file->db().table_exists(c.table()));
+        if (present.back()) sql += ", (SELECT count(*) FROM main." + store::quote_identifier(c.table()) + ")";
     }
-    sqlite3_free(vtab->zErrMsg);
-    vtab->zErrMsg = sqlite3_mprintf("aerials_buckets needs the store root: SELECT * FROM aerials_buckets('data')");
-    return SQLITE_ERROR;
-}
-
-int view_open(sqlite3_vtab*, sqlite3_vtab_cursor** out) {
-    *out = new BucketsCursor();
-    return SQLITE_OK;
-}
-
-int view_close(sqlite3_vtab_cursor* cursor) {
-    delete static_cast<BucketsCursor*>(cursor);
-    return SQLITE_OK;
+    store::StatementLease counts(file, sql);
+    if (!counts.step("counting the rows of each collection")) return;
+    row.kv_records = counts->column_int(0);
+    std::string json = "{";
+    int column = 1;
+    for (size_t i = 0; i < cursor->collections.size(); ++i) {
+        int64_t n = present[i] ? counts->column_int(column++) : 0;
+        if (json.size() > 1) json += ",";
+        json += json_quote(cursor->collections[i].name) + ":" + std::to_string(n);
+    }
+    row.collections_json = json + "}";
 }
 
 void load_row(BucketsCursor* cursor) {
@@ -117,6 +121,7 @@ void load_row(BucketsCursor* cursor) {
         auto file = cursor->store->open(row.id);
         row.records = file->records();
         row.bytes = file->bytes_in_use();
+        count_rows(cursor, file, row);
     } catch (const store::BucketRetired& e) {
         // Listed but retired: a split left half done (the next writer or
         // reader finishes it), or a file that has disappeared.
@@ -129,6 +134,8 @@ void load_row(BucketsCursor* cursor) {
         row.error = e.what();
         row.records = meta.records;
         row.bytes = meta.bytes;
+        row.collections_json.clear();
+        row.kv_records.reset();
     }
 }
 
@@ -136,24 +143,17 @@ int view_filter(sqlite3_vtab_cursor* base, int, const char*, int argc, sqlite3_v
     auto* cursor = static_cast<BucketsCursor*>(base);
     auto* view = static_cast<BucketsView*>(base->pVtab);
     try {
-        if (argc < 1 || sqlite3_value_type(argv[0]) != SQLITE_TEXT) {
-            throw std::invalid_argument("aerials_buckets needs the store root as text");
-        }
-        cursor->root = reinterpret_cast<const char*>(sqlite3_value_text(argv[0]));
-        cursor->store = view->context->find(cursor->root);
-        if (!cursor->store) {
-            store::StoreOptions options;
-            options.root = cursor->root;
-            options.create_if_missing = false;
-            cursor->store = view->context->store_for(options);
-        }
-        cursor->buckets = cursor->store->buckets();
+        cursor->root = root_argument(argc, argv, "aerials_buckets");
+        cursor->store = view->context->store_at(cursor->root);
+        // From the catalog, not the store's routing map: a store kept open
+        // in this connection has not seen splits made elsewhere since.
+        cursor->buckets = cursor->store->catalog().load_buckets();
+        cursor->collections = catalog_collections(*cursor->store);
         cursor->index = 0;
         if (!cursor->buckets.empty()) load_row(cursor);
         return SQLITE_OK;
     } catch (const std::exception& e) {
-        sqlite3_free(base->pVtab->zErrMsg);
-        base->pVtab->zErrMsg = sqlite3_mprintf("aerials_buckets: %s", e.what());
+        set_view_error(base->pVtab, "aerials_buckets", e.what());
         return result_code_of(e);
     }
 }
@@ -164,8 +164,7 @@ int view_next(sqlite3_vtab_cursor* base) {
         if (++cursor->index < cursor->buckets.size()) load_row(cursor);
         return SQLITE_OK;
     } catch (const std::exception& e) {
-        sqlite3_free(base->pVtab->zErrMsg);
-        base->pVtab->zErrMsg = sqlite3_mprintf("aerials_buckets: %s", e.what());
+        set_view_error(base->pVtab, "aerials_buckets", e.what());
         return result_code_of(e);
     }
 }
@@ -173,14 +172,6 @@ int view_next(sqlite3_vtab_cursor* base) {
 int view_eof(sqlite3_vtab_cursor* base) {
     auto* cursor = static_cast<BucketsCursor*>(base);
     return cursor->index >= cursor->buckets.size();
-}
-
-void result_text(sqlite3_context* ctx, const std::string& text) {
-    if (text.empty()) {
-        sqlite3_result_null(ctx);
-    } else {
-        sqlite3_result_text(ctx, text.data(), static_cast<int>(text.size()), SQLITE_TRANSIENT);
-    }
 }
 
 int view_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) {
@@ -199,35 +190,22 @@ int view_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) {
         case kMtime: sqlite3_result_int64(ctx, row.mtime); break;
         case kStatus: result_text(ctx, row.status); break;
         case kError: result_text(ctx, row.error); break;
+        case kCollections: result_text(ctx, row.collections_json); break;
+        case kKvRecords:
+            if (row.kv_records) {
+                sqlite3_result_int64(ctx, *row.kv_records);
+            } else {
+                sqlite3_result_null(ctx);
+            }
+            break;
         case kRoot: result_text(ctx, cursor->root); break;
         default: break;
     }
     return SQLITE_OK;
 }
 
-int view_rowid(sqlite3_vtab_cursor* base, sqlite3_int64* rowid) {
-    *rowid = static_cast<sqlite3_int64>(static_cast<BucketsCursor*>(base)->index);
-    return SQLITE_OK;
-}
-
-sqlite3_module make_view_module() {
-    sqlite3_module m{};
-    m.iVersion = 1;
-    m.xCreate = nullptr;  // eponymous only
-    m.xConnect = view_connect;
-    m.xBestIndex = view_best_index;
-    m.xDisconnect = view_disconnect;
-    m.xOpen = view_open;
-    m.xClose = view_close;
-    m.xFilter = view_filter;
-    m.xNext = view_next;
-    m.xEof = view_eof;
-    m.xColumn = view_column;
-    m.xRowid = view_rowid;
-    return m;
-}
-
-const sqlite3_module kViewModule = make_view_module();
+const sqlite3_module kViewModule = EponymousView<BucketsView, BucketsCursor>::module(
+    view_connect, view_best_index, view_filter, view_next, view_eof, view_column);
 
 void free_context(void* p) { delete static_cast<std::shared_ptr<ConnectionContext>*>(p); }
 
@@ -266,9 +244,13 @@ void stats_function(sqlite3_context* ctx, int, sqlite3_value** argv) {
 
 }  // namespace
 
+// Registers aerials_collections as well: the two views describe one store
+// and are always wanted together.
 int register_buckets_view(sqlite3* db, std::shared_ptr<ConnectionContext> context) {
-    auto* aux = new std::shared_ptr<ConnectionContext>(std::move(context));
-    return sqlite3_create_module_v2(db, "aerials_buckets", &kViewModule, aux, free_context);
+    auto* aux = new std::shared_ptr<ConnectionContext>(context);
+    int rc = sqlite3_create_module_v2(db, "aerials_buckets", &kViewModule, aux, free_context);
+    if (rc == SQLITE_OK) rc = register_collections_view(db, std::move(context));
+    return rc;
 }
 
 int register_stats_function(sqlite3* db, std::shared_ptr<ConnectionContext> context) {
