@@ -21,29 +21,22 @@
 // Every setup step is timed and printed too, so that no cost is hidden.
 #include <sqlite3.h>
 #include <sys/resource.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cinttypes>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
 #include <cstring>
-#include <filesystem>
-#include <memory>
 #include <optional>
-#include <set>
 #include <stdexcept>
 #include <string>
-#include <string_view>
 #include <vector>
+
+#include "bench_common.h"
 
 namespace {
 
-namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using namespace bench;
 
 constexpr int kValueBytes = 100;
 constexpr uint64_t kSeed = 0x5eed'a371a15ULL;  // fixed: same data and key sequences on every run
@@ -51,14 +44,8 @@ constexpr uint64_t kSeed = 0x5eed'a371a15ULL;  // fixed: same data and key seque
 // ---------------------------------------------------------------------------
 // Options
 
-struct Options {
-    std::string extension;          // path of aerials.so
-    std::string parent_dir = "/tmp";
-    std::string synchronous = "FULL";
+struct Options : CommonOptions {
     std::string baseline = "key";   // "key" or "key-subkey": the baseline table's primary key
-    bool quick = false;
-    bool keep = false;
-    std::set<char> only = {'a', 'b', 'c', 'd', 'e'};
 
     int64_t rows = 100'000;          // (a), (c), (d)
     int64_t autocommit_n = 2'000;    // (b)
@@ -105,69 +92,15 @@ void print_usage() {
         "  e  point reads on a store of few buckets against the same rows in many buckets\n");
 }
 
-int64_t parse_int(const std::string& name, const std::string& text, int64_t min) {
-    char* end = nullptr;
-    errno = 0;
-    long long v = std::strtoll(text.c_str(), &end, 10);
-    if (text.empty() || *end != '\0' || errno != 0 || v < min) {
-        throw std::invalid_argument(name + " needs an integer >= " + std::to_string(min) + ", got '" + text + "'");
-    }
-    return v;
-}
-
-fs::path executable_dir() {
-    std::error_code ec;
-    fs::path self = fs::read_symlink("/proc/self/exe", ec);
-    return ec ? fs::current_path() : self.parent_path();
-}
-
 Options parse_options(int argc, char** argv) {
     Options o;
     std::optional<int64_t> a_repeats, autocommit_n, rows, reads, scans, e_rows, e_reads, e_few, e_many, e_thrash;
-    for (int i = 1; i < argc; ++i) {
-        std::string arg = argv[i];
-        std::string name = arg, value;
-        bool has_value = false;
-        if (size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-            name = arg.substr(0, eq);
-            value = arg.substr(eq + 1);
-            has_value = true;
-        }
-        auto take = [&]() -> std::string {
-            if (has_value) return value;
-            if (i + 1 >= argc) throw std::invalid_argument(name + " needs a value");
-            return argv[++i];
-        };
-        if (name == "--help" || name == "-h") {
-            print_usage();
-            std::exit(0);
-        } else if (name == "--quick") {
-            o.quick = true;
-        } else if (name == "--keep") {
-            o.keep = true;
-        } else if (name == "--extension") {
-            o.extension = take();
-        } else if (name == "--dir") {
-            o.parent_dir = take();
-        } else if (name == "--synchronous") {
-            std::string v = take();
-            for (char& c : v) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-            if (v != "FULL" && v != "NORMAL") throw std::invalid_argument("--synchronous must be FULL or NORMAL");
-            o.synchronous = v;
-        } else if (name == "--baseline") {
+    parse_args(argc, argv, o, 'a', 'e', "--only=a,c", print_usage, [&](const std::string& name, auto&& take) {
+        if (name == "--baseline") {
             o.baseline = take();
             if (o.baseline != "key" && o.baseline != "key-subkey") {
                 throw std::invalid_argument("--baseline must be key or key-subkey");
             }
-        } else if (name == "--only") {
-            o.only.clear();
-            std::string v = take();
-            for (char c : v) {
-                if (c == ',' || c == ' ') continue;
-                if (c < 'a' || c > 'e') throw std::invalid_argument(std::string("--only: unknown workload '") + c + "'");
-                o.only.insert(c);
-            }
-            if (o.only.empty()) throw std::invalid_argument("--only needs workloads, e.g. --only=a,c");
         } else if (name == "--a-repeats") {
             a_repeats = parse_int(name, take(), 1);
         } else if (name == "--autocommit-n") {
@@ -189,9 +122,10 @@ Options parse_options(int argc, char** argv) {
         } else if (name == "--e-thrash-reads") {
             e_thrash = parse_int(name, take(), 0);
         } else {
-            throw std::invalid_argument("unknown option '" + arg + "' (see --help)");
+            return false;
         }
-    }
+        return true;
+    });
     if (o.quick) {
         o.rows = 10'000;
         o.autocommit_n = 200;
@@ -217,188 +151,18 @@ Options parse_options(int argc, char** argv) {
         }
     }
     o.e_thrash_reads = e_thrash ? *e_thrash : std::max<int64_t>(1, o.e_reads / 10);
-    if (o.extension.empty()) o.extension = (executable_dir() / "aerials.so").string();
     return o;
 }
 
 // ---------------------------------------------------------------------------
 // Output
 
-std::string with_commas(int64_t v) {
-    std::string digits = std::to_string(v < 0 ? -v : v), out;
-    for (size_t i = 0; i < digits.size(); ++i) {
-        if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
-        out.push_back(digits[i]);
-    }
-    return v < 0 ? "-" + out : out;
-}
+Results g_results("ops/s", whole_rate);
 
-std::string rate(double per_second) { return with_commas(static_cast<int64_t>(per_second + 0.5)); }
-
-double seconds_since(Clock::time_point start) {
-    return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-void line(const char* format, ...) __attribute__((format(printf, 1, 2)));
-void line(const char* format, ...) {
-    va_list args;
-    va_start(args, format);
-    std::vprintf(format, args);
-    va_end(args);
-    std::printf("\n");
-    std::fflush(stdout);
-}
-
-void setup_step(const std::string& what, double seconds) {
-    line("  setup  %-74s %9.3f s", what.c_str(), seconds);
-}
-
-// One row of the final table.
-struct Result {
-    std::string id;
-    std::string name;
-    std::string measured_label;   // e.g. "aerials"
-    double measured = 0;          // ops/s
-    std::string reference_label;  // e.g. "sqlite"
-    double reference = 0;         // ops/s
-    double goal = 0;              // 0: information only
-    std::string unit = "ops/s";
-    double ratio() const { return reference > 0 ? measured / reference : 0; }
-};
-
-std::vector<Result> g_results;
-
-void report(const Result& r) {
-    g_results.push_back(r);
-    std::string goal = r.goal > 0 ? (r.ratio() >= r.goal ? "goal >= " : "MISSES goal >= ") : "information";
-    char goal_text[64];
-    if (r.goal > 0) {
-        std::snprintf(goal_text, sizeof goal_text, "%s%.2f", goal.c_str(), r.goal);
-    } else {
-        std::snprintf(goal_text, sizeof goal_text, "%s", goal.c_str());
-    }
-    line("RESULT %-4s %-42s %s %s %s, %s %s %s, ratio %.3f (%s)", r.id.c_str(), r.name.c_str(),
-         r.measured_label.c_str(), rate(r.measured).c_str(), r.unit.c_str(), r.reference_label.c_str(),
-         rate(r.reference).c_str(), r.unit.c_str(), r.ratio(), goal_text);
-}
-
-// ---------------------------------------------------------------------------
-// SQLite helpers: this program links libsqlite3; the extension uses the same
-// copy through the API table it is given at load time.
-
-class Statement;
-
-class Connection {
-public:
-    explicit Connection(const std::string& path) {
-        int rc = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
-        if (rc != SQLITE_OK) {
-            std::string message = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
-            sqlite3_close_v2(db_);
-            throw std::runtime_error("cannot open '" + path + "': " + message);
-        }
-        sqlite3_extended_result_codes(db_, 1);
-    }
-    ~Connection() {
-        if (db_) sqlite3_close_v2(db_);
-    }
-    Connection(const Connection&) = delete;
-    Connection& operator=(const Connection&) = delete;
-
-    sqlite3* get() const { return db_; }
-
-    void exec(const std::string& sql) {
-        char* err = nullptr;
-        int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
-        if (rc != SQLITE_OK) {
-            std::string message = err ? err : sqlite3_errmsg(db_);
-            sqlite3_free(err);
-            throw std::runtime_error(sql + ": " + message);
-        }
-    }
-
-    std::string query_text(const std::string& sql);
-    int64_t query_int(const std::string& sql);
-
-    void load_extension(const std::string& path) {
-        sqlite3_enable_load_extension(db_, 1);
-        char* err = nullptr;
-        int rc = sqlite3_load_extension(db_, path.c_str(), nullptr, &err);
-        std::string message = err ? err : "";
-        sqlite3_free(err);
-        sqlite3_enable_load_extension(db_, 0);
-        if (rc != SQLITE_OK) {
-            throw std::runtime_error("cannot load extension '" + path + "': " + message +
-                                     " (build the target aerials, or give --extension PATH)");
-        }
-    }
-
-private:
-    sqlite3* db_ = nullptr;
-};
-
-class Statement {
-public:
-    Statement(Connection& conn, const std::string& sql) : db_(conn.get()), sql_(sql) {
-        if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt_, nullptr) != SQLITE_OK) {
-            throw std::runtime_error("prepare " + sql + ": " + sqlite3_errmsg(db_));
-        }
-    }
-    ~Statement() { sqlite3_finalize(stmt_); }
-    Statement(const Statement&) = delete;
-    Statement& operator=(const Statement&) = delete;
-
-    sqlite3_stmt* get() const { return stmt_; }
-
-    // true: a row; false: done. Throws on an error.
-    bool step() {
-        int rc = sqlite3_step(stmt_);
-        if (rc == SQLITE_ROW) return true;
-        if (rc == SQLITE_DONE) return false;
-        fail(rc);
-    }
-    void reset() { sqlite3_reset(stmt_); }
-    [[noreturn]] void fail(int rc) const {
-        throw std::runtime_error(sql_ + ": " + sqlite3_errstr(rc) + ": " + sqlite3_errmsg(db_));
-    }
-
-private:
-    sqlite3* db_;
-    std::string sql_;
-    sqlite3_stmt* stmt_ = nullptr;
-};
-
-std::string Connection::query_text(const std::string& sql) {
-    Statement s(*this, sql);
-    if (!s.step()) return "";
-    const unsigned char* t = sqlite3_column_text(s.get(), 0);
-    return t ? reinterpret_cast<const char*>(t) : "";
-}
-
-int64_t Connection::query_int(const std::string& sql) {
-    Statement s(*this, sql);
-    if (!s.step()) throw std::runtime_error(sql + ": no row");
-    return sqlite3_column_int64(s.get(), 0);
-}
-
-std::string sql_quote(const std::string& text) {
-    std::string out = "'";
-    for (char c : text) {
-        out.push_back(c);
-        if (c == '\'') out.push_back('\'');
-    }
-    return out + "'";
-}
+void report(const Result& r) { g_results.report(r); }
 
 // ---------------------------------------------------------------------------
 // Data: keys 'key:%08d' and 100 random bytes per row, the same on both sides.
-
-uint64_t splitmix64(uint64_t& state) {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
 
 struct Data {
     std::vector<std::string> keys;
@@ -421,44 +185,13 @@ struct Data {
     const unsigned char* value(int64_t i) const { return &values[static_cast<size_t>(i) * kValueBytes]; }
 };
 
-// Uniform random indices in [0, n): the same sequence for every side.
-std::vector<uint32_t> random_indices(int64_t count, int64_t n, uint64_t seed) {
-    std::vector<uint32_t> out(static_cast<size_t>(count));
-    uint64_t state = seed;
-    for (auto& v : out) {
-        // Multiply-shift: unbiased enough for n << 2^32, and deterministic everywhere.
-        v = static_cast<uint32_t>((static_cast<unsigned __int128>(splitmix64(state)) * static_cast<uint64_t>(n)) >> 64);
-    }
-    return out;
-}
-
 // ---------------------------------------------------------------------------
 // The two sides
-
-enum class Side { kAerials, kSqlite };
-
-const char* side_name(Side s) { return s == Side::kAerials ? "aerials" : "sqlite"; }
 
 struct Env {
     Options options;
     fs::path tmp;  // the run's temporary directory
     std::string baseline_sql;
-};
-
-void set_pragmas(Connection& conn, const std::string& synchronous) {
-    std::string mode = conn.query_text("PRAGMA journal_mode=WAL");
-    if (mode != "wal") throw std::runtime_error("journal_mode=WAL refused: " + mode);
-    conn.exec("PRAGMA synchronous=" + synchronous);
-}
-
-// A connection on a side's directory. aerials: DIR/main.db (the connection's
-// own database, which holds the virtual table's definition; same pragmas) and
-// the store in DIR/store. sqlite: DIR/kv.db.
-struct SideHandle {
-    Side side;
-    fs::path dir;
-    std::unique_ptr<Connection> conn;
-    std::string store_root;  // aerials only
 };
 
 // Opens (creating if needed) one side in `dir`. `vtab_args` are extra aerials
@@ -582,24 +315,6 @@ void verify_count(SideHandle& h, int64_t expect) {
     }
 }
 
-// Splits [0, total) into `rounds` slices and runs each slice on side 0 and on
-// side 1, alternating which goes first, so that both sides meet the same
-// conditions of a shared machine (other processes, fsync latency that drifts).
-// run(side, from, to) returns the seconds it measured. Returns the total
-// seconds per side.
-template <class Run>
-std::pair<double, double> interleaved(int64_t total, int rounds, Run&& run) {
-    double seconds[2] = {0, 0};
-    rounds = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(rounds, total)));
-    for (int r = 0; r < rounds; ++r) {
-        int64_t from = total * r / rounds, to = total * (r + 1) / rounds;
-        int first = r % 2;
-        seconds[first] += run(first, from, to);
-        seconds[1 - first] += run(1 - first, from, to);
-    }
-    return {seconds[0], seconds[1]};
-}
-
 constexpr int kRounds = 10;
 
 // ---------------------------------------------------------------------------
@@ -614,8 +329,7 @@ double load_bulk(const Env& env, Side side, const fs::path& dir, const Data& dat
     setup_step(label + "/" + side_name(side) + ": open, create table", seconds_since(start));
     double commit_seconds = 0;
     double seconds = insert_rows(*h.conn, data, 0, rows, rows, &commit_seconds);
-    line("  time   %-74s %9.3f s", (label + "/" + side_name(side) + ": " + with_commas(rows) +
-                                     " inserts, BEGIN ... COMMIT").c_str(), seconds);
+    time_line(label + "/" + side_name(side) + ": " + with_commas(rows) + " inserts, BEGIN ... COMMIT", seconds);
     line("         of which the COMMIT statement%s: %.3f s",
          side == Side::kAerials ? " (bucket commits, then splits)" : "", commit_seconds);
     start = Clock::now();
@@ -675,8 +389,8 @@ void workload_b(const Env& env, const Data& data) {
         return insert_rows(*h[side].conn, data, from, to, 0);
     });
     for (int side = 0; side < 2; ++side) {
-        line("  time   %-74s %9.3f s", (std::string("b/") + side_name(h[side].side) + ": " + with_commas(n) +
-                                           " autocommit inserts").c_str(), side == 0 ? t_aerials : t_sqlite);
+        time_line(std::string("b/") + side_name(h[side].side) + ": " + with_commas(n) + " autocommit inserts",
+                  side == 0 ? t_aerials : t_sqlite);
         verify_count(h[side], n);
     }
     line("         aerials stats: %s", aerials_stats(h[0]).c_str());
@@ -700,8 +414,9 @@ void workload_c(const Env& env, const Data& data) {
         return point_reads(*h[side].conn, data, seq.data() + from, seq.data() + to);
     });
     for (int side = 0; side < 2; ++side) {
-        line("  time   %-74s %9.3f s", (std::string("c/") + side_name(h[side].side) + ": " + with_commas(reads) +
-                                           " point reads (values checked)").c_str(), side == 0 ? t_aerials : t_sqlite);
+        time_line(std::string("c/") + side_name(h[side].side) + ": " + with_commas(reads) +
+                      " point reads (values checked)",
+                  side == 0 ? t_aerials : t_sqlite);
     }
     line("         aerials stats: %s", aerials_stats(h[0]).c_str());
     report({"c", "random point reads", "aerials", reads / t_aerials, "sqlite", reads / t_sqlite, 0.5});
@@ -734,9 +449,8 @@ void workload_d(const Env& env) {
             return repeated_query(*h[side].conn, q.sql, static_cast<int>(to - from), q.expect);
         });
         for (int side = 0; side < 2; ++side) {
-            line("  time   %-74s %9.3f s", (std::string(q.id) + "/" + side_name(h[side].side) + ": " +
-                                               std::to_string(scans) + " x " + q.sql).c_str(),
-                 side == 0 ? t_aerials : t_sqlite);
+            time_line(std::string(q.id) + "/" + side_name(h[side].side) + ": " + std::to_string(scans) + " x " + q.sql,
+                      side == 0 ? t_aerials : t_sqlite);
         }
         Result r{q.id, q.name, "aerials", n * scans / t_aerials, "sqlite", n * scans / t_sqlite, 0};
         r.unit = "rows/s";
@@ -859,10 +573,12 @@ void workload_e(const Env& env, const Data& data) {
         auto [t_many, t_few] = interleaved(o.e_reads, kRounds, [&](int side, int64_t from, int64_t to) {
             return point_reads(*h[side].conn, data, seq.data() + from, seq.data() + to);
         });
-        line("  time   %-74s %9.3f s", ("e/" + many_label + ": " + with_commas(o.e_reads) + " point reads, max_open=" +
-                                         std::to_string(max_open)).c_str(), t_many);
-        line("  time   %-74s %9.3f s", ("e/" + few_label + ": " + with_commas(o.e_reads) + " point reads, max_open=" +
-                                         std::to_string(max_open)).c_str(), t_few);
+        time_line("e/" + many_label + ": " + with_commas(o.e_reads) + " point reads, max_open=" +
+                      std::to_string(max_open),
+                  t_many);
+        time_line("e/" + few_label + ": " + with_commas(o.e_reads) + " point reads, max_open=" +
+                      std::to_string(max_open),
+                  t_few);
         line("         aerials stats %s: %s", many_label.c_str(), aerials_stats(h[0]).c_str());
         line("         aerials stats %s: %s", few_label.c_str(), aerials_stats(h[1]).c_str());
         report({"e", "point reads, " + std::to_string(o.e_many) + " vs " + std::to_string(o.e_few) + " buckets",
@@ -884,8 +600,9 @@ void workload_e(const Env& env, const Data& data) {
         std::vector<uint32_t> thrash_seq = random_indices(o.e_thrash_reads, o.e_rows, kSeed + 2);
         SideHandle h = open_e_reader(env, data, many, many_label, o.e_thrash_max_open, false);
         double t = point_reads(*h.conn, data, thrash_seq);
-        line("  time   %-74s %9.3f s", ("e/" + many_label + ": " + with_commas(o.e_thrash_reads) +
-                                         " point reads, max_open=" + std::to_string(o.e_thrash_max_open)).c_str(), t);
+        time_line("e/" + many_label + ": " + with_commas(o.e_thrash_reads) + " point reads, max_open=" +
+                      std::to_string(o.e_thrash_max_open),
+                  t);
         line("         aerials stats: %s", aerials_stats(h).c_str());
         report({"e64", "point reads, " + std::to_string(o.e_many) + " buckets, max_open=" +
                            std::to_string(o.e_thrash_max_open),
@@ -896,62 +613,18 @@ void workload_e(const Env& env, const Data& data) {
 
 // ---------------------------------------------------------------------------
 
-void print_table() {
-    line("\nSummary (ratio = measured / reference; aerials / sqlite for a-d, many / few buckets for e)");
-    line("%-5s %-44s %-14s %18s  %-14s %18s  %7s  %s", "id", "workload", "measured", "rate", "reference", "rate",
-         "ratio", "goal");
-    for (const Result& r : g_results) {
-        char goal[48];
-        if (r.goal > 0) {
-            std::snprintf(goal, sizeof goal, ">= %.2f %s", r.goal, r.ratio() >= r.goal ? "met" : "MISSED");
-        } else {
-            std::snprintf(goal, sizeof goal, "(information)");
-        }
-        line("%-5s %-44s %-14s %18s  %-14s %18s  %7.3f  %s", r.id.c_str(), r.name.c_str(), r.measured_label.c_str(),
-             (rate(r.measured) + " " + r.unit).c_str(), r.reference_label.c_str(),
-             (rate(r.reference) + " " + r.unit).c_str(), r.ratio(), goal);
-    }
-}
-
 int run(const Options& o) {
     Env env{o, {}, {}};
-    if (!fs::exists(o.extension)) {
-        throw std::runtime_error("extension '" + o.extension + "' not found (build target aerials, or --extension PATH)");
-    }
+    check_extension(o);
     env.baseline_sql = o.baseline == "key"
                            ? "CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, subkey NOT NULL DEFAULT '', value) "
                              "WITHOUT ROWID"
                            : "CREATE TABLE IF NOT EXISTS kv(key NOT NULL, subkey NOT NULL DEFAULT '', value, "
                              "PRIMARY KEY(key, subkey)) WITHOUT ROWID";
-    std::string pattern = (fs::path(o.parent_dir) / "aerials-bench-XXXXXX").string();
-    std::vector<char> buf(pattern.begin(), pattern.end());
-    buf.push_back('\0');
-    if (!::mkdtemp(buf.data())) {
-        throw std::runtime_error("mkdtemp " + pattern + ": " + std::strerror(errno));
-    }
-    env.tmp = fs::path(buf.data());
+    RunDirectory directory(o.parent_dir, "aerials-bench-", o.keep);
+    env.tmp = directory.path();
 
-    struct Cleanup {
-        const Env& env;
-        ~Cleanup() {
-            if (env.options.keep) {
-                line("\nkept %s", env.tmp.c_str());
-                return;
-            }
-            auto start = Clock::now();
-            std::error_code ec;
-            fs::remove_all(env.tmp, ec);
-            line("\nremoved %s (%.3f s)%s", env.tmp.c_str(), seconds_since(start),
-                 ec ? (" with an error: " + ec.message()).c_str() : "");
-        }
-    } cleanup{env};
-
-    char host[256] = "?";
-    gethostname(host, sizeof host);
-    line("bench_kv: aerials key-value table against plain SQLite%s", o.quick ? " (--quick: a smoke run)" : "");
-    line("  sqlite %s (this program's libsqlite3; the extension runs on it), host %s, %ld CPUs", sqlite3_libversion(),
-         host, sysconf(_SC_NPROCESSORS_ONLN));
-    line("  extension  %s", o.extension.c_str());
+    print_banner("bench_kv: aerials key-value table against plain SQLite", o);
     line("  directory  %s (fresh subdirectories per workload and side)", env.tmp.c_str());
     line("  pragmas    both sides: journal_mode=WAL, synchronous=%s; other pragmas at their defaults",
          o.synchronous.c_str());
@@ -977,24 +650,12 @@ int run(const Options& o) {
     if (o.only.count('d')) workload_d(env);
     if (o.only.count('e')) workload_e(env, data);
 
-    print_table();
-    bool all_met = true;
-    for (const Result& r : g_results) {
-        if (r.goal > 0 && r.ratio() < r.goal) all_met = false;
-    }
-    line("%s", all_met ? "every goal met" : "some goals MISSED (see the table)");
+    g_results.print_table("Summary (ratio = measured / reference; aerials / sqlite for a-d, many / few buckets for e)",
+                          44, 14, 18, "reference");
+    g_results.print_verdict();
     return 0;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    try {
-        Options o = parse_options(argc, argv);
-        return run(o);
-    } catch (const std::exception& e) {
-        std::fflush(stdout);
-        std::fprintf(stderr, "bench_kv: %s\n", e.what());
-        return 1;
-    }
-}
+int main(int argc, char** argv) { return bench::run_main("bench_kv", argc, argv, parse_options, run); }

@@ -26,30 +26,23 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <chrono>
 #include <cinttypes>
 #include <cmath>
-#include <cstdarg>
 #include <cstdint>
 #include <cstdio>
-#include <cstdlib>
-#include <cstring>
 #include <ctime>
-#include <filesystem>
 #include <map>
-#include <memory>
 #include <optional>
-#include <set>
 #include <stdexcept>
 #include <string>
-#include <string_view>
 #include <unordered_map>
 #include <vector>
 
+#include "bench_common.h"
+
 namespace {
 
-namespace fs = std::filesystem;
-using Clock = std::chrono::steady_clock;
+using namespace bench;
 
 constexpr uint64_t kSeed = 0x5eed'7ab1e5ULL;  // fixed: same rows and query sequences on every run
 constexpr int kRounds = 10;
@@ -59,14 +52,7 @@ constexpr int kRowsPerMinute = 5;             // placed_at: about this many rows
 // ---------------------------------------------------------------------------
 // Options
 
-struct Options {
-    std::string extension;          // path of aerials.so
-    std::string parent_dir = "/tmp";
-    std::string synchronous = "FULL";
-    bool quick = false;
-    bool keep = false;
-    std::set<char> only = {'f', 'g', 'h'};
-
+struct Options : CommonOptions {
     int64_t rows = 1'000'000;
     int64_t customers = -1;         // -1: rows / 10
     int64_t batch = 100'000;        // rows per load transaction
@@ -106,65 +92,11 @@ void print_usage() {
         "     h3, for information: (h) again, now that the connection has used the table `orders` (h2)\n");
 }
 
-int64_t parse_int(const std::string& name, const std::string& text, int64_t min) {
-    char* end = nullptr;
-    errno = 0;
-    long long v = std::strtoll(text.c_str(), &end, 10);
-    if (text.empty() || *end != '\0' || errno != 0 || v < min) {
-        throw std::invalid_argument(name + " needs an integer >= " + std::to_string(min) + ", got '" + text + "'");
-    }
-    return v;
-}
-
-fs::path executable_dir() {
-    std::error_code ec;
-    fs::path self = fs::read_symlink("/proc/self/exe", ec);
-    return ec ? fs::current_path() : self.parent_path();
-}
-
 Options parse_options(int argc, char** argv) {
     Options o;
     std::optional<int64_t> rows, customers, batch, initial_buckets, f_queries, g_queries, h_runs;
-    for (int i = 1; i < argc; ++i) {
-        std::string arg = argv[i];
-        std::string name = arg, value;
-        bool has_value = false;
-        if (size_t eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
-            name = arg.substr(0, eq);
-            value = arg.substr(eq + 1);
-            has_value = true;
-        }
-        auto take = [&]() -> std::string {
-            if (has_value) return value;
-            if (i + 1 >= argc) throw std::invalid_argument(name + " needs a value");
-            return argv[++i];
-        };
-        if (name == "--help" || name == "-h") {
-            print_usage();
-            std::exit(0);
-        } else if (name == "--quick") {
-            o.quick = true;
-        } else if (name == "--keep") {
-            o.keep = true;
-        } else if (name == "--extension") {
-            o.extension = take();
-        } else if (name == "--dir") {
-            o.parent_dir = take();
-        } else if (name == "--synchronous") {
-            std::string v = take();
-            for (char& c : v) c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
-            if (v != "FULL" && v != "NORMAL") throw std::invalid_argument("--synchronous must be FULL or NORMAL");
-            o.synchronous = v;
-        } else if (name == "--only") {
-            o.only.clear();
-            std::string v = take();
-            for (char c : v) {
-                if (c == ',' || c == ' ') continue;
-                if (c < 'f' || c > 'h') throw std::invalid_argument(std::string("--only: unknown workload '") + c + "'");
-                o.only.insert(c);
-            }
-            if (o.only.empty()) throw std::invalid_argument("--only needs workloads, e.g. --only=f,h");
-        } else if (name == "--rows") {
+    parse_args(argc, argv, o, 'f', 'h', "--only=f,h", print_usage, [&](const std::string& name, auto&& take) {
+        if (name == "--rows") {
             rows = parse_int(name, take(), 1);
         } else if (name == "--customers") {
             customers = parse_int(name, take(), 1);
@@ -181,9 +113,10 @@ Options parse_options(int argc, char** argv) {
         } else if (name == "--h-runs") {
             h_runs = parse_int(name, take(), 1);
         } else {
-            throw std::invalid_argument("unknown option '" + arg + "' (see --help)");
+            return false;
         }
-    }
+        return true;
+    });
     if (o.quick) {
         o.rows /= 10;
         o.batch /= 10;
@@ -202,206 +135,18 @@ Options parse_options(int argc, char** argv) {
     if (o.initial_buckets < 0 || o.initial_buckets > 65536) {
         throw std::invalid_argument("--initial-buckets must be from 0 to 65536");
     }
-    if (o.extension.empty()) o.extension = (executable_dir() / "aerials.so").string();
     return o;
 }
 
 // ---------------------------------------------------------------------------
 // Output
 
-std::string with_commas(int64_t v) {
-    std::string digits = std::to_string(v < 0 ? -v : v), out;
-    for (size_t i = 0; i < digits.size(); ++i) {
-        if (i > 0 && (digits.size() - i) % 3 == 0) out.push_back(',');
-        out.push_back(digits[i]);
-    }
-    return v < 0 ? "-" + out : out;
-}
+Results g_results("queries/s", rate);
 
-std::string rate(double per_second) {
-    if (per_second > 0 && per_second < 100) {
-        char buf[32];
-        std::snprintf(buf, sizeof buf, "%.2f", per_second);
-        return buf;
-    }
-    return with_commas(static_cast<int64_t>(per_second + 0.5));
-}
-
-double seconds_since(Clock::time_point start) {
-    return std::chrono::duration<double>(Clock::now() - start).count();
-}
-
-void line(const char* format, ...) __attribute__((format(printf, 1, 2)));
-void line(const char* format, ...) {
-    va_list args;
-    va_start(args, format);
-    std::vprintf(format, args);
-    va_end(args);
-    std::printf("\n");
-    std::fflush(stdout);
-}
-
-void setup_step(const std::string& what, double seconds) {
-    line("  setup  %-74s %9.3f s", what.c_str(), seconds);
-}
-
-void time_line(const std::string& what, double seconds) { line("  time   %-74s %9.3f s", what.c_str(), seconds); }
-
-// One row of the final table.
-struct Result {
-    std::string id;
-    std::string name;
-    std::string measured_label;   // e.g. "aerials"
-    double measured = 0;          // per second
-    std::string reference_label;  // e.g. "sqlite"
-    double reference = 0;         // per second
-    double goal = 0;              // 0: information only
-    std::string unit = "queries/s";
-    double ratio() const { return reference > 0 ? measured / reference : 0; }
-};
-
-std::vector<Result> g_results;
-
-void report(const Result& r) {
-    g_results.push_back(r);
-    char goal_text[64];
-    if (r.goal > 0) {
-        std::snprintf(goal_text, sizeof goal_text, "%s%.2f", r.ratio() >= r.goal ? "goal >= " : "MISSES goal >= ",
-                      r.goal);
-    } else {
-        std::snprintf(goal_text, sizeof goal_text, "information");
-    }
-    line("RESULT %-4s %-42s %s %s %s, %s %s %s, ratio %.3f (%s)", r.id.c_str(), r.name.c_str(),
-         r.measured_label.c_str(), rate(r.measured).c_str(), r.unit.c_str(), r.reference_label.c_str(),
-         rate(r.reference).c_str(), r.unit.c_str(), r.ratio(), goal_text);
-}
-
-// ---------------------------------------------------------------------------
-// SQLite helpers: this program links libsqlite3; the extension uses the same
-// copy through the API table it is given at load time.
-
-class Connection {
-public:
-    explicit Connection(const std::string& path) {
-        int rc = sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, nullptr);
-        if (rc != SQLITE_OK) {
-            std::string message = db_ ? sqlite3_errmsg(db_) : sqlite3_errstr(rc);
-            sqlite3_close_v2(db_);
-            throw std::runtime_error("cannot open '" + path + "': " + message);
-        }
-        sqlite3_extended_result_codes(db_, 1);
-    }
-    ~Connection() {
-        if (db_) sqlite3_close_v2(db_);
-    }
-    Connection(const Connection&) = delete;
-    Connection& operator=(const Connection&) = delete;
-
-    sqlite3* get() const { return db_; }
-
-    void exec(const std::string& sql) {
-        char* err = nullptr;
-        int rc = sqlite3_exec(db_, sql.c_str(), nullptr, nullptr, &err);
-        if (rc != SQLITE_OK) {
-            std::string message = err ? err : sqlite3_errmsg(db_);
-            sqlite3_free(err);
-            throw std::runtime_error(sql + ": " + message);
-        }
-    }
-
-    std::string query_text(const std::string& sql);
-    int64_t query_int(const std::string& sql);
-
-    void load_extension(const std::string& path) {
-        sqlite3_enable_load_extension(db_, 1);
-        char* err = nullptr;
-        int rc = sqlite3_load_extension(db_, path.c_str(), nullptr, &err);
-        std::string message = err ? err : "";
-        sqlite3_free(err);
-        sqlite3_enable_load_extension(db_, 0);
-        if (rc != SQLITE_OK) {
-            throw std::runtime_error("cannot load extension '" + path + "': " + message +
-                                     " (build the target aerials, or give --extension PATH)");
-        }
-    }
-
-private:
-    sqlite3* db_ = nullptr;
-};
-
-class Statement {
-public:
-    Statement(Connection& conn, const std::string& sql) : db_(conn.get()), sql_(sql) {
-        if (sqlite3_prepare_v2(db_, sql.c_str(), -1, &stmt_, nullptr) != SQLITE_OK) {
-            throw std::runtime_error("prepare " + sql + ": " + sqlite3_errmsg(db_));
-        }
-    }
-    ~Statement() { sqlite3_finalize(stmt_); }
-    Statement(const Statement&) = delete;
-    Statement& operator=(const Statement&) = delete;
-
-    sqlite3_stmt* get() const { return stmt_; }
-
-    // true: a row; false: done. Throws on an error.
-    bool step() {
-        int rc = sqlite3_step(stmt_);
-        if (rc == SQLITE_ROW) return true;
-        if (rc == SQLITE_DONE) return false;
-        fail(rc);
-    }
-    void reset() { sqlite3_reset(stmt_); }
-    [[noreturn]] void fail(int rc) const {
-        throw std::runtime_error(sql_ + ": " + sqlite3_errstr(rc) + ": " + sqlite3_errmsg(db_));
-    }
-
-private:
-    sqlite3* db_;
-    std::string sql_;
-    sqlite3_stmt* stmt_ = nullptr;
-};
-
-std::string Connection::query_text(const std::string& sql) {
-    Statement s(*this, sql);
-    if (!s.step()) return "";
-    const unsigned char* t = sqlite3_column_text(s.get(), 0);
-    return t ? reinterpret_cast<const char*>(t) : "";
-}
-
-int64_t Connection::query_int(const std::string& sql) {
-    Statement s(*this, sql);
-    if (!s.step()) throw std::runtime_error(sql + ": no row");
-    return sqlite3_column_int64(s.get(), 0);
-}
-
-std::string sql_quote(const std::string& text) {
-    std::string out = "'";
-    for (char c : text) {
-        out.push_back(c);
-        if (c == '\'') out.push_back('\'');
-    }
-    return out + "'";
-}
-
-std::string column_text(sqlite3_stmt* stmt, int column) {
-    const unsigned char* t = sqlite3_column_text(stmt, column);
-    return t ? std::string(reinterpret_cast<const char*>(t), static_cast<size_t>(sqlite3_column_bytes(stmt, column)))
-             : std::string();
-}
+void report(const Result& r) { g_results.report(r); }
 
 // ---------------------------------------------------------------------------
 // Data: the same orders on both sides.
-
-uint64_t splitmix64(uint64_t& state) {
-    uint64_t z = (state += 0x9e3779b97f4a7c15ULL);
-    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
-    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
-    return z ^ (z >> 31);
-}
-
-// Uniform in [0, n), deterministic everywhere.
-uint64_t below(uint64_t& state, uint64_t n) {
-    return static_cast<uint64_t>((static_cast<unsigned __int128>(splitmix64(state)) * n) >> 64);
-}
 
 // order_id i + 1 (inserted in ascending order), customer_id uniform in
 // [1, customers], total a whole number of cents from 1.00 to 999.99,
@@ -436,20 +181,8 @@ struct Data {
     static int64_t order_id(int64_t i) { return i + 1; }
 };
 
-// Uniform random indices in [0, n): the same sequence for every side.
-std::vector<uint32_t> random_indices(int64_t count, int64_t n, uint64_t seed) {
-    std::vector<uint32_t> out(static_cast<size_t>(count));
-    uint64_t state = seed;
-    for (auto& v : out) v = static_cast<uint32_t>(below(state, static_cast<uint64_t>(n)));
-    return out;
-}
-
 // ---------------------------------------------------------------------------
 // The two sides
-
-enum class Side { kAerials, kSqlite };
-
-const char* side_name(Side s) { return s == Side::kAerials ? "aerials" : "sqlite"; }
 
 const char* const kColumns =
     "order_id INTEGER, customer_id INTEGER NOT NULL, total REAL, placed_at TEXT, PRIMARY KEY(customer_id, order_id)";
@@ -457,22 +190,6 @@ const char* const kColumns =
 struct Env {
     Options options;
     fs::path tmp;  // the run's temporary directory
-};
-
-void set_pragmas(Connection& conn, const std::string& synchronous) {
-    std::string mode = conn.query_text("PRAGMA journal_mode=WAL");
-    if (mode != "wal") throw std::runtime_error("journal_mode=WAL refused: " + mode);
-    conn.exec("PRAGMA synchronous=" + synchronous);
-}
-
-// A connection on a side's directory. aerials: DIR/main.db (the connection's
-// own database, which holds the virtual table's definition; same pragmas) and
-// the store in DIR/store. sqlite: DIR/orders.db.
-struct SideHandle {
-    Side side;
-    fs::path dir;
-    std::unique_ptr<Connection> conn;
-    std::string store_root;  // aerials only
 };
 
 std::string aerials_create_sql(const Env& env, const std::string& root) {
@@ -525,23 +242,6 @@ void print_plan(SideHandle& h, const std::string& sql) {
     while (s.step()) {
         line("         plan %-7s %s", side_name(h.side), column_text(s.get(), 3).c_str());
     }
-}
-
-// Splits [0, total) into `rounds` slices and runs each slice on side 0 and on
-// side 1, alternating which goes first, so that both sides meet the same
-// conditions of a shared machine. run(side, from, to) returns the seconds it
-// measured. Returns the total seconds per side.
-template <class Run>
-std::pair<double, double> interleaved(int64_t total, int rounds, Run&& run) {
-    double seconds[2] = {0, 0};
-    rounds = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(rounds, total)));
-    for (int r = 0; r < rounds; ++r) {
-        int64_t from = total * r / rounds, to = total * (r + 1) / rounds;
-        int first = r % 2;
-        seconds[first] += run(first, from, to);
-        seconds[1 - first] += run(1 - first, from, to);
-    }
-    return {seconds[0], seconds[1]};
 }
 
 // Per-query latencies of one side, for the printed percentiles.
@@ -973,57 +673,13 @@ void raise_fd_limit(rlim_t wanted) {
     if (lim.rlim_cur < wanted) line("             WARNING: fewer descriptors than wanted; the load may fail");
 }
 
-void print_table() {
-    line("\nSummary (ratio = aerials / sqlite; higher is better for aerials)");
-    line("%-5s %-46s %-8s %20s  %-8s %20s  %7s  %s", "id", "workload", "measured", "rate", "ref", "rate", "ratio",
-         "goal");
-    for (const Result& r : g_results) {
-        char goal[48];
-        if (r.goal > 0) {
-            std::snprintf(goal, sizeof goal, ">= %.2f %s", r.goal, r.ratio() >= r.goal ? "met" : "MISSED");
-        } else {
-            std::snprintf(goal, sizeof goal, "(information)");
-        }
-        line("%-5s %-46s %-8s %20s  %-8s %20s  %7.3f  %s", r.id.c_str(), r.name.c_str(), r.measured_label.c_str(),
-             (rate(r.measured) + " " + r.unit).c_str(), r.reference_label.c_str(),
-             (rate(r.reference) + " " + r.unit).c_str(), r.ratio(), goal);
-    }
-}
-
 int run(const Options& o) {
     Env env{o, {}};
-    if (!fs::exists(o.extension)) {
-        throw std::runtime_error("extension '" + o.extension + "' not found (build target aerials, or --extension PATH)");
-    }
-    std::string pattern = (fs::path(o.parent_dir) / "aerials-bench-tables-XXXXXX").string();
-    std::vector<char> buf(pattern.begin(), pattern.end());
-    buf.push_back('\0');
-    if (!::mkdtemp(buf.data())) {
-        throw std::runtime_error("mkdtemp " + pattern + ": " + std::strerror(errno));
-    }
-    env.tmp = fs::path(buf.data());
+    check_extension(o);
+    RunDirectory directory(o.parent_dir, "aerials-bench-tables-", o.keep);
+    env.tmp = directory.path();
 
-    struct Cleanup {
-        const Env& env;
-        ~Cleanup() {
-            if (env.options.keep) {
-                line("\nkept %s", env.tmp.c_str());
-                return;
-            }
-            auto start = Clock::now();
-            std::error_code ec;
-            fs::remove_all(env.tmp, ec);
-            line("\nremoved %s (%.3f s)%s", env.tmp.c_str(), seconds_since(start),
-                 ec ? (" with an error: " + ec.message()).c_str() : "");
-        }
-    } cleanup{env};
-
-    char host[256] = "?";
-    gethostname(host, sizeof host);
-    line("bench_tables: a sharded aerials table against plain SQLite%s", o.quick ? " (--quick: a smoke run)" : "");
-    line("  sqlite %s (this program's libsqlite3; the extension runs on it), host %s, %ld CPUs", sqlite3_libversion(),
-         host, sysconf(_SC_NPROCESSORS_ONLN));
-    line("  extension  %s", o.extension.c_str());
+    print_banner("bench_tables: a sharded aerials table against plain SQLite", o);
     line("  directory  %s (DIR/aerials: main.db and the store; DIR/sqlite: orders.db)", env.tmp.c_str());
     line("  pragmas    both sides: journal_mode=WAL, synchronous=%s; other pragmas at their defaults (no ANALYZE",
          o.synchronous.c_str());
@@ -1061,24 +717,11 @@ int run(const Options& o) {
     if (o.only.count('g')) workload_g(env, data);
     if (o.only.count('h')) workload_h(env, data);
 
-    print_table();
-    bool all_met = true;
-    for (const Result& r : g_results) {
-        if (r.goal > 0 && r.ratio() < r.goal) all_met = false;
-    }
-    line("%s", all_met ? "every goal met" : "some goals MISSED (see the table)");
+    g_results.print_table("Summary (ratio = aerials / sqlite; higher is better for aerials)", 46, 8, 20, "ref");
+    g_results.print_verdict();
     return 0;
 }
 
 }  // namespace
 
-int main(int argc, char** argv) {
-    try {
-        Options o = parse_options(argc, argv);
-        return run(o);
-    } catch (const std::exception& e) {
-        std::fflush(stdout);
-        std::fprintf(stderr, "bench_tables: %s\n", e.what());
-        return 1;
-    }
-}
+int main(int argc, char** argv) { return bench::run_main("bench_tables", argc, argv, parse_options, run); }
