@@ -1,0 +1,234 @@
+// Multipart uploads, as S3 has them: parts in any order, then a completion
+// that makes one object of a chosen list of parts in one transaction of the
+// object's bucket file (parts and uploads live there too: schema.h).
+#include <random>
+
+#include "files/clock.h"
+#include "files/names.h"
+#include "files/object_store.h"
+#include "files/schema.h"
+
+namespace aerials::files {
+
+using store::BucketFile;
+using store::StatementLease;
+
+namespace {
+
+constexpr int64_t kMinPartSize = 5 * 1024 * 1024;  // S3's EntityTooSmall bound, for all parts but the last
+constexpr int kMaxPartNumber = 10000;
+
+std::string describe(const std::string& bucket, const std::string& key, const std::string& upload_id) {
+    return "upload '" + upload_id + "' of object '" + bucket + "/" + key + "'";
+}
+
+struct UploadRow {
+    std::string content_type, metadata, tags;
+};
+
+std::optional<UploadRow> find_upload(std::shared_ptr<BucketFile>& file, const std::string& object,
+                                     const std::string& upload_id) {
+    StatementLease find(file, std::string("SELECT content_type, metadata, tags FROM ") + kUploadsTable +
+                                  " WHERE object = ?1 AND upload_id = ?2 AND kind = 'multipart'");
+    find->bind(1, object);
+    find->bind(2, upload_id);
+    if (!find.step("reading an upload")) return std::nullopt;
+    UploadRow row{find->column_type(0) == SQLITE_NULL ? "" : find->column_text(0), find->column_text(1),
+                  find->column_text(2)};
+    return row;
+}
+
+struct PartRow {
+    int number = 0;
+    int64_t size = 0;
+    std::string md5;  // hex
+    std::vector<ChunkRef> chunks;
+};
+
+std::vector<PartRow> load_parts(std::shared_ptr<BucketFile>& file, const std::string& object,
+                                const std::string& upload_id) {
+    StatementLease rows(file, std::string("SELECT part_number, size, md5, chunks FROM ") + kPartsTable +
+                                  " WHERE object = ?1 AND upload_id = ?2 ORDER BY part_number");
+    rows->bind(1, object);
+    rows->bind(2, upload_id);
+    std::vector<PartRow> parts;
+    while (rows.step("reading parts")) {
+        PartRow p;
+        p.number = static_cast<int>(rows->column_int(0));
+        p.size = rows->column_int(1);
+        p.md5 = rows->column_text(2);
+        auto* data = static_cast<const char*>(sqlite3_column_blob(rows->get(), 3));
+        p.chunks = decode_chunk_list({data, static_cast<size_t>(sqlite3_column_bytes(rows->get(), 3))}, object);
+        parts.push_back(std::move(p));
+    }
+    return parts;
+}
+
+std::string unhex(const std::string& hex) {
+    std::string out;
+    for (size_t i = 0; i + 1 < hex.size(); i += 2) out.push_back(static_cast<char>(std::stoi(hex.substr(i, 2), nullptr, 16)));
+    return out;
+}
+
+}  // namespace
+
+std::string ObjectStore::create_upload(const std::string& bucket, const std::string& key, const PutOptions& options) {
+    check_key(key);
+    // Checked now: the completion copies them into the manifest.
+    check_metadata(options.metadata);
+    check_tags(options.tags);
+    ensure_bucket(bucket);
+    std::string upload_id;
+    {
+        // An id unique enough to be a name: the same form as version ids.
+        upload_id = std::to_string(unix_now_ms());
+        static thread_local std::mt19937_64 random(std::random_device{}());
+        char buf[24];
+        std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(random()));
+        upload_id += buf;
+    }
+    begin_upload_row(object_path(bucket, key), upload_id, "multipart", bucket, key, options);
+    return upload_id;
+}
+
+PartInfo ObjectStore::put_part(const std::string& bucket, const std::string& key, const std::string& upload_id,
+                               int part_number, Source& source, Transfer* progress) {
+    check_bucket_name(bucket);
+    check_key(key);
+    if (part_number < 1 || part_number > kMaxPartNumber) {
+        throw InvalidName("part number " + std::to_string(part_number) + " is outside 1 to " +
+                          std::to_string(kMaxPartNumber));
+    }
+    std::string object = object_path(bucket, key);
+    bool exists = store_->with_bucket(hash_of_text(object), [&](std::shared_ptr<BucketFile>& file) {
+        return find_upload(file, object, upload_id).has_value();
+    });
+    if (!exists) throw NotFound(describe(bucket, key, upload_id) + " does not exist (completed or aborted?)");
+    Stream stream;
+    stream.whole_sha = false;
+    std::vector<ChunkRef> chunks = write_chunks(stream, source, progress, object, upload_id);
+    PartInfo info{part_number, stream.size, to_hex(stream.md5.finish())};
+    std::vector<ChunkRef> replaced;
+    try {
+        in_transaction([&] {
+            auto file = store_->writable(hash_of_text(object));
+            if (!find_upload(file, object, upload_id)) {
+                throw NotFound(describe(bucket, key, upload_id) + " was completed or aborted during the part's upload");
+            }
+            for (PartRow& old : load_parts(file, object, upload_id)) {
+                if (old.number == part_number) replaced = std::move(old.chunks);
+            }
+            StatementLease add(file, std::string("INSERT OR REPLACE INTO ") + kPartsTable +
+                                         "(object, upload_id, part_number, size, md5, created, chunks) VALUES "
+                                         "(?1, ?2, ?3, ?4, ?5, ?6, ?7)");
+            add->bind(1, object);
+            add->bind(2, upload_id);
+            add->bind(3, int64_t{part_number});
+            add->bind(4, info.size);
+            add->bind(5, info.etag);
+            add->bind(6, unix_now_ms());
+            std::string list = encode_chunk_list(chunks);
+            add->bind_blob(7, list.data(), static_cast<int>(list.size()));
+            add.step("recording a part");
+            add.reset();
+            if (replaced.empty()) file->add_records(1);
+        });
+    } catch (...) {
+        try {
+            chunks_.release(chunks);
+        } catch (...) {
+        }
+        throw;
+    }
+    chunks_.release(replaced);
+    return info;
+}
+
+ObjectVersion ObjectStore::complete_upload(const std::string& bucket, const std::string& key,
+                                           const std::string& upload_id, const std::vector<int>& wanted) {
+    check_bucket_name(bucket);
+    check_key(key);
+    std::string object = object_path(bucket, key);
+    Versioning state = versioning(bucket);
+    std::vector<ChunkRef> unused, replaced;
+    ObjectVersion v;
+    in_transaction([&] {
+        auto file = store_->writable(hash_of_text(object));
+        std::optional<UploadRow> upload = find_upload(file, object, upload_id);
+        if (!upload) throw NotFound(describe(bucket, key, upload_id) + " does not exist (completed or aborted?)");
+        std::vector<PartRow> parts = load_parts(file, object, upload_id);
+        std::vector<int> numbers = wanted;
+        if (numbers.empty()) {
+            for (const PartRow& p : parts) numbers.push_back(p.number);
+        }
+        if (numbers.empty()) throw InvalidName(describe(bucket, key, upload_id) + " has no parts to complete with");
+        for (size_t i = 1; i < numbers.size(); ++i) {
+            if (numbers[i] <= numbers[i - 1]) {
+                throw InvalidName("parts of a completion must be listed in ascending order without repeats (part " +
+                                  std::to_string(numbers[i]) + " after " + std::to_string(numbers[i - 1]) + ")");
+            }
+        }
+        std::string md5s;
+        size_t next = 0;
+        for (size_t i = 0; i < numbers.size(); ++i) {
+            while (next < parts.size() && parts[next].number < numbers[i]) {
+                unused.insert(unused.end(), parts[next].chunks.begin(), parts[next].chunks.end());
+                ++next;
+            }
+            if (next == parts.size() || parts[next].number != numbers[i]) {
+                throw InvalidName("part " + std::to_string(numbers[i]) + " of " + describe(bucket, key, upload_id) +
+                                  " was never uploaded");
+            }
+            const PartRow& p = parts[next++];
+            if (i + 1 < numbers.size() && p.size < kMinPartSize) {
+                throw InvalidName("part " + std::to_string(p.number) + " is " + std::to_string(p.size) +
+                                  " bytes: every part but the last must be at least 5 MiB (S3's EntityTooSmall)");
+            }
+            md5s += unhex(p.md5);
+            v.size += p.size;
+            v.chunks.insert(v.chunks.end(), p.chunks.begin(), p.chunks.end());
+        }
+        for (; next < parts.size(); ++next) unused.insert(unused.end(), parts[next].chunks.begin(), parts[next].chunks.end());
+        Md5 combined = md5_of(md5s.data(), md5s.size());
+        v.etag = to_hex(combined) + "-" + std::to_string(numbers.size());
+        v.bucket = bucket;
+        v.key = key;
+        v.content_type = upload->content_type;
+        v.metadata = upload->metadata;
+        v.tags = upload->tags;
+        v.chunk_count = static_cast<int64_t>(v.chunks.size());
+        install_version_locked(file, v, state, upload_id, replaced);
+    });
+    unused.insert(unused.end(), replaced.begin(), replaced.end());
+    chunks_.release(unused);
+    return v;
+}
+
+void ObjectStore::abort_upload(const std::string& bucket, const std::string& key, const std::string& upload_id) {
+    check_bucket_name(bucket);
+    check_key(key);
+    std::string object = object_path(bucket, key);
+    std::vector<ChunkRef> freed;
+    in_transaction([&] {
+        auto file = store_->writable(hash_of_text(object));
+        if (!find_upload(file, object, upload_id)) {
+            throw NotFound(describe(bucket, key, upload_id) + " does not exist (completed or aborted?)");
+        }
+        for (PartRow& p : load_parts(file, object, upload_id)) freed.insert(freed.end(), p.chunks.begin(), p.chunks.end());
+        StatementLease parts(file, std::string("DELETE FROM ") + kPartsTable + " WHERE object = ?1 AND upload_id = ?2");
+        parts->bind(1, object);
+        parts->bind(2, upload_id);
+        parts.step("removing parts");
+        parts.reset();
+        file->add_records(-sqlite3_changes(file->db().get()));
+        StatementLease up(file, std::string("DELETE FROM ") + kUploadsTable + " WHERE object = ?1 AND upload_id = ?2");
+        up->bind(1, object);
+        up->bind(2, upload_id);
+        up.step("removing an upload");
+        up.reset();
+        file->add_records(-1);
+    });
+    chunks_.release(freed);
+}
+
+}  // namespace aerials::files
