@@ -44,6 +44,14 @@ int init(sqlite3* db, char** err, const sqlite3_api_routines* api, bool host_fil
             for (auto [name, args] : {std::pair{"aerials_vfs_import", 2}, {"aerials_vfs_import", 3}, {"aerials_vfs_export", 2}}) {
                 if (rc == SQLITE_OK) rc = sqlite3_create_function_v2(db, name, args, SQLITE_UTF8, nullptr, nullptr, nullptr, nullptr, nullptr);
             }
+            // SQLite refuses that while a statement runs (the SQL function
+            // load_extension()); loading without them is then impossible.
+            if (rc != SQLITE_OK) {
+                *err = sqlite3_mprintf("aerials: the host-file functions could not be left out (%s); load the extension "
+                                       "with sqlite3_load_extension() or the shell's .load, not the SQL function load_extension()",
+                                       sqlite3_errmsg(db));
+                return rc;
+            }
         }
         auto files = aerials::files::make_files_context();
         if (rc == SQLITE_OK) rc = aerials::files::register_files_table(db, files);

@@ -318,7 +318,10 @@ int x_update(sqlite3_vtab* vtab, int argc, sqlite3_value** argv, sqlite3_int64*)
                 throw InvalidName("UPDATE of an aerials_files table may change only tags (S3 objects are immutable)");
             }
         }
-        if (!sqlite3_value_nochange(col[kContent])) {
+        ObjectVersion old = store.head(bucket, key, version);
+        if (!sqlite3_value_nochange(col[kContent]) || text_of(col[kContentType]).value_or("") != old.content_type ||
+            text_of(col[kMetadata]).value_or("") != old.metadata || text_of(col[kEtag]).value_or("") != old.etag ||
+            sqlite3_value_int64(col[kSize]) != old.size) {
             throw InvalidName("UPDATE of an aerials_files table may change only tags (S3 objects are immutable)");
         }
         store.set_tags(bucket, key, version, text_of(col[kTags]).value_or("{}"));
