@@ -12,7 +12,7 @@ inline constexpr const char* kCatalogSql = R\"aerials_sql(${CATALOG_SQL})aerials
 inline constexpr const char* kBucketSql = R\"aerials_sql(${BUCKET_SQL})aerials_sql\";
 inline constexpr const char* kCatalogMigrate2Sql = R\"aerials_sql(${CATALOG_MIGRATE_2_SQL})aerials_sql\";
 inline constexpr int kCatalogVersion = 2;
-inline constexpr int kBucketVersion = 1;
+inline constexpr int kBucketVersion = 2;
 }
 ")
 file(COPY_FILE "${OUTPUT}.tmp" "${OUTPUT}" ONLY_IF_DIFFERENT)

@@ -84,6 +84,7 @@ BucketBuilder::BucketBuilder(const fs::path& root, BucketId id, const std::vecto
     put("prefix", static_cast<int64_t>(id.prefix));
     put("records", 0);
     put("split_k", 0);
+    put("last_commit_id", 0);
     put("created_at", unix_ms_now());
     insert_ = db_.prepare("INSERT INTO bucket(key, subkey, value) VALUES (?1, ?2, ?3)");
     for (const Collection& c : collections_) {
@@ -106,6 +107,36 @@ void BucketBuilder::insert_row(size_t index, sqlite::Statement& source) {
     ++records_;
 }
 
+namespace {
+void copy_columns(sqlite::Statement& insert, sqlite::Statement& source, int n) {
+    for (int i = 0; i < n; ++i) insert.bind(i + 1, source.column_value(i));
+    insert.run();
+}
+}  // namespace
+
+void BucketBuilder::insert_txn_record(sqlite::Statement& source) {
+    if (!insert_txn_) {
+        insert_txn_ = db_.prepare("INSERT INTO aerials_txn(txn_id, anchor, state, commit_ts, owner, created) "
+                                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    }
+    copy_columns(insert_txn_, source, 6);
+}
+
+void BucketBuilder::insert_log_entry(sqlite::Statement& source) {
+    if (!insert_log_) {
+        insert_log_ = db_.prepare("INSERT INTO aerials_log(seq, ts, commit_id, change_type, element_id, data) "
+                                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+    }
+    copy_columns(insert_log_, source, 6);
+}
+
+void BucketBuilder::set_meta(const char* name, int64_t value) {
+    sqlite::Statement meta = db_.prepare("INSERT OR REPLACE INTO bucket_meta(name, value) VALUES (?1, ?2)");
+    meta.bind(1, std::string_view(name));
+    meta.bind(2, value);
+    meta.run();
+}
+
 void BucketBuilder::insert(sqlite3_value* key, sqlite3_value* subkey, sqlite3_value* value) {
     insert_.bind(1, key);
     insert_.bind(2, subkey);
@@ -116,6 +147,8 @@ void BucketBuilder::insert(sqlite3_value* key, sqlite3_value* subkey, sqlite3_va
 
 int64_t BucketBuilder::seal(DurabilityBatch& batch) {
     insert_ = sqlite::Statement();
+    insert_txn_ = sqlite::Statement();
+    insert_log_ = sqlite::Statement();
     insert_rows_.clear();
     // Indexes are built once the rows are in: faster than maintaining them.
     for (const Collection& c : collections_) {

@@ -29,6 +29,12 @@ public:
     // row's columns followed by its rowid, which is kept: rowids identify rows
     // to UPDATE and DELETE and must survive a split.
     void insert_row(size_t index, sqlite::Statement& source);
+    // Copies a transaction record (txn_id, anchor, state, commit_ts, owner,
+    // created) or a commit-log entry (seq, ts, commit_id, change_type,
+    // element_id, data): columns 0.. of `source`.
+    void insert_txn_record(sqlite::Statement& source);
+    void insert_log_entry(sqlite::Statement& source);
+    void set_meta(const char* name, int64_t value);
     int64_t records() const { return records_; }
 
     // Commits, switches to WAL and closes. Returns the bytes in use. The file
@@ -40,6 +46,8 @@ private:
     std::filesystem::path path_;
     sqlite::Database db_;
     sqlite::Statement insert_;
+    sqlite::Statement insert_txn_;
+    sqlite::Statement insert_log_;
     std::vector<sqlite::Statement> insert_rows_;  // per collection
     std::vector<Collection> collections_;
     int64_t records_ = 0;

@@ -5,6 +5,9 @@
 #include <system_error>
 
 #include "schema_sql.h"
+#include "store/change_capture.h"
+#include "store/crash_point.h"
+#include "store/process_owner.h"
 
 namespace aerials::store {
 namespace fs = std::filesystem;
@@ -48,7 +51,17 @@ BucketFile::BucketFile(const fs::path& root, BucketId id, const BucketConnection
         if (db_.table_exists("bucket_frozen")) throw BucketRetired("bucket file '" + path_ + "' was split");
         throw sqlite::Error(SQLITE_CORRUPT, "bucket file '" + path_ + "' is damaged: it has no bucket table");
     }
+    if (version < schema::kBucketVersion) upgrade();
+    install_capture_functions(db_);
     ensure_collections(collections, collections_version);
+}
+
+void BucketFile::upgrade() {
+    // bucket.sql is idempotent: running it adds what a version 1 file lacks.
+    sqlite::Transaction txn(db_, "BEGIN IMMEDIATE");
+    if (!db_.table_exists("bucket")) throw BucketRetired("bucket file '" + path_ + "' was split");
+    if (db_.query_int("PRAGMA user_version") < schema::kBucketVersion) db_.exec(schema::kBucketSql);
+    txn.commit();
 }
 
 void BucketFile::ensure_collections(const std::vector<Collection>& collections, uint64_t version) {
@@ -90,9 +103,20 @@ void BucketFile::ensure_collections(const std::vector<Collection>& collections, 
             }
             throw;
         }
-        if (!own_txn) return;  // not durable yet: check again next time
+        if (!own_txn) {
+            install_all_capture(collections);
+            return;  // not durable yet: check again next time
+        }
     }
+    install_all_capture(collections);
     collections_version_ = version;
+}
+
+void BucketFile::install_all_capture(const std::vector<Collection>& collections) {
+    captured_.clear();
+    captured_.push_back(key_value_collection());
+    for (const Collection& c : collections) captured_.push_back(c);
+    for (const Collection& c : captured_) install_capture(db_, c);
 }
 
 BucketFile::~BucketFile() {
@@ -101,6 +125,8 @@ BucketFile::~BucketFile() {
 
 void BucketFile::configure(const BucketConnectionSettings& settings) {
     busy_timeout_ms_ = settings.busy_timeout_ms;
+    log_retention_ = settings.log_retention;
+    synchronous_ = settings.synchronous;
     sqlite3_busy_timeout(db_.get(), settings.busy_timeout_ms);
     db_.exec("PRAGMA synchronous=" + settings.synchronous + "; PRAGMA cache_size=-1024");
 }
@@ -128,6 +154,23 @@ std::string BucketFile::sql_for(BucketQuery query) const {
             return "SELECT value FROM bucket_meta WHERE name = 'records'";
         case BucketQuery::kPagesInUse:
             return "SELECT (SELECT page_count FROM pragma_page_count) - (SELECT freelist_count FROM pragma_freelist_count)";
+        case BucketQuery::kSetTxn:
+            return "UPDATE temp.aerials_ctx SET txn_id = ?1";
+        case BucketQuery::kChangeRecords:
+            return "SELECT txn_id, anchor, owner, created FROM main.aerials_change";
+        case BucketQuery::kLastCommit:
+            return "INSERT OR REPLACE INTO bucket_meta(name, value) VALUES ('last_commit_id', ?1)";
+        case BucketQuery::kTrimLog:
+            return "DELETE FROM aerials_log WHERE seq <= (SELECT max(seq) FROM aerials_log) - ?1";
+        case BucketQuery::kAddChange:
+            return "INSERT INTO aerials_change(txn_id, anchor, owner, created) VALUES (?1, ?2, ?3, ?4)";
+        case BucketQuery::kAddTxn:
+            return "INSERT INTO aerials_txn(txn_id, anchor, state, owner, created, participants) "
+                   "VALUES (?1, ?2, 'PENDING', ?3, ?4, ?5)";
+        case BucketQuery::kFlip:
+            return "UPDATE aerials_txn SET state = 'COMMITTED', commit_ts = ?2 WHERE txn_id = ?1 AND state = 'PENDING'";
+        case BucketQuery::kDeleteTxn:
+            return "DELETE FROM aerials_txn WHERE txn_id = ?1";
         case BucketQuery::kCount:
             break;
     }
@@ -165,7 +208,7 @@ sqlite::Statement* BucketFile::acquire(const std::string& sql, StatementPool** p
     }
 }
 
-void BucketFile::rethrow(const std::exception& failure, const char* what) {
+void BucketFile::rethrow(const std::exception& failure, const std::string& what) {
     // A split freezes a bucket by renaming its table in one transaction; every
     // statement prepared against it then fails to re-prepare. That is the cheap,
     // race-free signal that our map is stale.
@@ -177,16 +220,23 @@ void BucketFile::rethrow(const std::exception& failure, const char* what) {
     if (retired) throw BucketRetired("bucket file '" + path_ + "' was split");
     if (auto* e = dynamic_cast<const sqlite::Error*>(&failure)) {
         std::string message = e->what();
-        if (message.find(path_) == std::string::npos) message = std::string(what) + " on bucket '" + path_ + "': " + message;
+        if (message.find(path_) == std::string::npos) message = what + " on bucket '" + path_ + "': " + message;
         throw sqlite::Error(e->code(), message);
     }
-    throw std::runtime_error(std::string(what) + " on bucket '" + path_ + "': " + failure.what());
+    throw std::runtime_error(what + " on bucket '" + path_ + "': " + failure.what());
 }
 
-void BucketFile::begin(int savepoint_depth, int wait_ms, int held) {
+void BucketFile::begin(int savepoint_depth, int wait_ms, int held, int64_t txn_id) {
     sqlite3_busy_timeout(db_.get(), wait_ms);
     try {
-        db_.exec("BEGIN IMMEDIATE");
+        if (snapshot_open_ && sqlite3_get_autocommit(db_.get()) == 0) {
+            // A read snapshot of this statement or transaction is open here:
+            // take the write lock within it (SQLITE_BUSY_SNAPSHOT if another
+            // connection committed here since: the transaction must be retried).
+            db_.exec("UPDATE bucket_meta SET value = value WHERE name = 'records'");
+        } else {
+            db_.exec("BEGIN IMMEDIATE");
+        }
     } catch (const sqlite::Error& e) {
         sqlite3_busy_timeout(db_.get(), busy_timeout_ms_);
         if (e.primary_code() == SQLITE_BUSY && held > 0) {
@@ -211,6 +261,90 @@ void BucketFile::begin(int savepoint_depth, int wait_ms, int held) {
         rollback();
         throw BucketRetired("bucket file '" + path_ + "' was split");
     }
+    run_cached(BucketQuery::kSetTxn, {txn_id});
+}
+
+bool BucketFile::begin_read() {
+    if (in_txn_ || read_depth_ > 0 || snapshot_open_) {
+        ++read_depth_;
+        return false;
+    }
+    try {
+        db_.exec("BEGIN");
+    } catch (const std::exception& e) {
+        rethrow(e, "begin read");
+    }
+    snapshot_open_ = true;
+    ++read_depth_;
+    return true;
+}
+
+void BucketFile::end_read() {
+    if (read_depth_ == 0) return;
+    if (--read_depth_ == 0 && !retain_) end_snapshot();
+}
+
+void BucketFile::release_retained() {
+    retain_ = false;
+    if (read_depth_ == 0) end_snapshot();
+}
+
+void BucketFile::end_snapshot() {
+    if (snapshot_open_ && !in_txn_ && sqlite3_get_autocommit(db_.get()) == 0) {
+        // Ends a read transaction: nothing to fail but the snapshot's release.
+        sqlite3_exec(db_.get(), "COMMIT", nullptr, nullptr, nullptr);
+    }
+    if (!in_txn_) snapshot_open_ = false;
+}
+
+std::vector<ChangeRecord> BucketFile::change_records() {
+    StatementPool* pool = nullptr;
+    sqlite::Statement* stmt = acquire(BucketQuery::kChangeRecords, &pool);
+    std::vector<ChangeRecord> records;
+    try {
+        while (stmt->step()) {
+            records.push_back({stmt->column_int(0), static_cast<uint64_t>(stmt->column_int(1)), stmt->column_text(2),
+                               stmt->column_int(3)});
+        }
+        stmt->reset();
+    } catch (const std::exception& e) {
+        stmt->reset();
+        release(pool, stmt);
+        rethrow(e, "read change records");
+    }
+    release(pool, stmt);
+    return records;
+}
+
+void BucketFile::run_cached(BucketQuery query, std::initializer_list<int64_t> ints, const std::string* text) {
+    StatementPool* pool = nullptr;
+    sqlite::Statement* stmt = acquire(query, &pool);
+    try {
+        int i = 1;
+        for (int64_t v : ints) {
+            stmt->bind(i++, v);
+            if (text && i == 3) stmt->bind(i++, std::string_view(*text));
+        }
+        stmt->run();
+    } catch (...) {
+        stmt->reset();
+        release(pool, stmt);
+        throw;
+    }
+    release(pool, stmt);
+}
+
+void BucketFile::run_cached(const std::string& sql) {
+    StatementPool* pool = nullptr;
+    sqlite::Statement* stmt = acquire(sql, &pool);
+    try {
+        stmt->run();
+    } catch (...) {
+        stmt->reset();
+        release(pool, stmt);
+        throw;
+    }
+    release(pool, stmt);
 }
 
 void BucketFile::flush_counters() {
@@ -267,24 +401,135 @@ bool BucketFile::rollback_to(int index) {
                            " although it was written before it opened");
 }
 
-void BucketFile::commit() {
-    if (!in_txn_) return;
-    flush_counters();
+void BucketFile::commit_now(int64_t txn_id) {
     try {
+        flush_counters();
+        run_cached(BucketQuery::kLastCommit, {txn_id});
+        if (++commits_ % 128 == 0) run_cached(BucketQuery::kTrimLog, {log_retention_});
         db_.exec("COMMIT");
     } catch (const std::exception& e) {
         rollback();
         rethrow(e, "commit");
     }
     in_txn_ = false;
+    snapshot_open_ = false;
     savepoints_.clear();
 }
+
+void BucketFile::commit(int64_t txn_id) {
+    if (!in_txn_) return;
+    try {
+        for (const Collection& c : captured_) run_cached(clear_undo_sql(c));
+    } catch (const std::exception& e) {
+        rollback();
+        rethrow(e, "commit");
+    }
+    commit_now(txn_id);
+}
+
+void BucketFile::prepare(int64_t txn_id, uint64_t anchor, const std::string* participants) {
+    if (!in_txn_) throw std::logic_error("prepare of bucket '" + path_ + "' outside a transaction");
+    const std::string& owner = this_process_owner();
+    auto anchor_value = static_cast<int64_t>(anchor);
+    try {
+        for (const Collection& c : captured_) {
+            if (query_int_cached(captured_any_sql(c)) == 0) continue;
+            db_.exec(create_undo_table_sql(c));
+            StatementPool* pool = nullptr;
+            sqlite::Statement* stmt = acquire(persist_undo_sql(c), &pool);
+            stmt->bind(1, txn_id);
+            try {
+                stmt->run();
+            } catch (...) {
+                stmt->reset();
+                release(pool, stmt);
+                throw;
+            }
+            release(pool, stmt);
+            run_cached(clear_undo_sql(c));
+        }
+        run_cached(BucketQuery::kAddChange, {txn_id, anchor_value, now_us()}, &owner);
+        // The coordinator's record is created in the same SQLite transaction
+        // as its changes; a tombstone left by a process that took this
+        // transaction for dead makes the insert (and so the commit) fail.
+        if (participants) {
+            StatementPool* pool = nullptr;
+            sqlite::Statement* stmt = acquire(BucketQuery::kAddTxn, &pool);
+            try {
+                stmt->bind(1, txn_id);
+                stmt->bind(2, anchor_value);
+                stmt->bind(3, std::string_view(owner));
+                stmt->bind(4, now_us());
+                stmt->bind(5, std::string_view(*participants));
+                stmt->run();
+            } catch (...) {
+                stmt->reset();
+                release(pool, stmt);
+                throw;
+            }
+            release(pool, stmt);
+        }
+    } catch (const std::exception& e) {
+        rollback();
+        rethrow(e, "prepare commit");
+    }
+    commit_now(txn_id);
+}
+
+bool BucketFile::flip(int64_t txn_id, int64_t commit_ts) {
+    try {
+        db_.exec("BEGIN IMMEDIATE");
+        run_cached(BucketQuery::kFlip, {txn_id, commit_ts});
+        bool flipped = sqlite3_changes(db_.get()) == 1;
+        db_.exec(flipped ? "COMMIT" : "ROLLBACK");
+        return flipped;
+    } catch (const std::exception& e) {
+        if (sqlite3_get_autocommit(db_.get()) == 0) sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+        rethrow(e, "commit transaction record");
+    }
+}
+
+void BucketFile::resolve(int64_t txn_id, bool delete_record) {
+    bool own = !in_txn_;
+    try {
+        // Not synced: a resolution lost in a power failure is done again by
+        // the next reader or writer that meets the change record.
+        if (own) db_.exec("PRAGMA synchronous=NORMAL; BEGIN IMMEDIATE");
+        resolve_changes(db_, txn_id);
+        if (delete_record) run_cached(BucketQuery::kDeleteTxn, {txn_id});
+        if (own) db_.exec("COMMIT; PRAGMA synchronous=" + synchronous_);
+    } catch (const std::exception& e) {
+        if (own) {
+            if (sqlite3_get_autocommit(db_.get()) == 0) sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+            sqlite3_exec(db_.get(), ("PRAGMA synchronous=" + synchronous_).c_str(), nullptr, nullptr, nullptr);
+        }
+        rethrow(e, "resolve transaction " + std::to_string(txn_id));
+    }
+}
+
 
 void BucketFile::rollback() {
     if (sqlite3_get_autocommit(db_.get()) == 0) sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
     in_txn_ = false;
+    snapshot_open_ = false;
     savepoints_.clear();
     records_delta_ = 0;
+}
+
+int64_t BucketFile::query_int_cached(const std::string& sql) {
+    StatementPool* pool = nullptr;
+    sqlite::Statement* stmt = acquire(sql, &pool);
+    int64_t value = 0;
+    try {
+        value = stmt->step() ? stmt->column_int(0) : 0;
+        stmt->reset();
+    } catch (...) {
+        stmt->reset();
+        release(pool, stmt);
+        throw;
+    }
+    release(pool, stmt);
+    return value;
 }
 
 int64_t BucketFile::query_cached(BucketQuery query) {

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <initializer_list>
 #include <filesystem>
 #include <memory>
 #include <stdexcept>
@@ -14,6 +15,7 @@
 #include "sqlite/database.h"
 #include "store/bucket_id.h"
 #include "store/collection.h"
+#include "store/txn_records.h"
 
 namespace aerials::store {
 
@@ -35,12 +37,21 @@ enum class BucketQuery : int {
     kAddRecords,   // ?1 delta to the records counter
     kRecords,      // -> the records counter
     kPagesInUse,   // -> page_count - freelist_count
+    kSetTxn,       // ?1: the running transaction's id, for the log triggers
+    kChangeRecords,  // -> txn_id, anchor, owner of unresolved transactions
+    kLastCommit,   // ?1: the id of the committing transaction
+    kTrimLog,      // ?1: entries to keep
+    kAddChange,    // ?1 txn_id, ?2 anchor, ?3 owner, ?4 created
+    kAddTxn,       // ?1 txn_id, ?2 anchor, ?3 owner, ?4 created: a PENDING record
+    kFlip,         // ?1 txn_id, ?2 commit_ts: PENDING -> COMMITTED
+    kDeleteTxn,    // ?1 txn_id
     kCount
 };
 
 struct BucketConnectionSettings {
     int busy_timeout_ms = 10000;
     std::string synchronous = "FULL";
+    int64_t log_retention = 100000;  // commit-log entries each bucket keeps at least
 };
 
 class BucketFile {
@@ -75,13 +86,32 @@ public:
     // Converts a failure of an operation on this bucket into BucketRetired when
     // the bucket turns out to have been frozen by a split; otherwise rethrows
     // with the bucket's path in the message.
-    [[noreturn]] void rethrow(const std::exception& failure, const char* what);
+    [[noreturn]] void rethrow(const std::exception& failure, const std::string& what);
+
+    // --- read snapshots ---
+    // A cursor reads a bucket inside a read transaction, so that the check
+    // for unresolved change records and the rows it reads see one state.
+    // Nested uses share it; inside this connection's write transaction it is
+    // that transaction. Returns true when a new snapshot began (the caller
+    // then checks change_records()).
+    bool begin_read();
+    void end_read();
+    // While retained, the read transaction outlives its last reader and a
+    // write to this bucket happens inside it (SQLITE_BUSY_SNAPSHOT when
+    // another connection committed here since): no update is computed from a
+    // state that is no longer current. Released at the end of the SQL
+    // transaction (Store::begin_transaction).
+    void retain_reads() { retain_ = true; }
+    bool retains_reads() const { return retain_; }
+    void release_retained();
+    std::vector<ChangeRecord> change_records();
 
     // --- write transaction state (used by Store only) ---
     bool in_transaction() const { return in_txn_; }
     // BEGIN IMMEDIATE, waiting up to `wait_ms` for another writer; `held` is
     // the number of other buckets the transaction holds (for the message).
-    void begin(int savepoint_depth, int wait_ms, int held);
+    // `txn_id` goes into the log entries of the changes.
+    void begin(int savepoint_depth, int wait_ms, int held, int64_t txn_id);
     void add_records(int64_t delta) { records_delta_ += delta; }
     // Writes the pending record-count delta into bucket_meta.
     void flush_counters();
@@ -89,7 +119,23 @@ public:
     void release_savepoint(int index);
     // Returns false when the whole bucket transaction was rolled back.
     bool rollback_to(int index);
-    void commit();
+    // Commits a transaction that wrote only this bucket (before-images are
+    // dropped: SQLite's own commit is atomic).
+    void commit(int64_t txn_id);
+    // Phase one of a multi-bucket commit: persists the before-images and a
+    // change record naming the transaction and commits. The coordinator
+    // (given the participants' list) also writes the PENDING record.
+    void prepare(int64_t txn_id, uint64_t anchor, const std::string* participants);
+    // The commit point, on the coordinator: PENDING -> COMMITTED at
+    // `commit_ts`. False when the record was not PENDING (another process
+    // aborted the transaction, believing its owner dead).
+    bool flip(int64_t txn_id, int64_t commit_ts);
+    // After the commit point: removes this bucket's change record and
+    // before-images, and with `delete_record` (the coordinator, last) the
+    // transaction record (inside the current write transaction when there is
+    // one, else in a short one of its own, not synced: a lost resolution is
+    // redone by whoever meets the change record).
+    void resolve(int64_t txn_id, bool delete_record = false);
     void rollback();
 
     // Current size as the bucket itself records it.
@@ -99,6 +145,15 @@ public:
 private:
     std::string sql_for(BucketQuery query) const;
     int64_t query_cached(BucketQuery query);
+    int64_t query_int_cached(const std::string& sql);
+    void upgrade();
+    void end_snapshot();
+    void install_all_capture(const std::vector<Collection>& collections);
+    void run_cached(BucketQuery query, std::initializer_list<int64_t> ints, const std::string* text = nullptr);
+    void run_cached(const std::string& sql);
+    // Ends the write transaction with COMMIT (after the counters and the
+    // commit id), rolling back on failure.
+    void commit_now(int64_t txn_id);
     void configure(const BucketConnectionSettings& settings);
 
     BucketId id_;
@@ -107,6 +162,13 @@ private:
     std::unordered_map<std::string, StatementPool> pools_;  // by statement text
     std::vector<StatementPool*> pools_by_query_;            // BucketQuery -> its pool
     uint64_t collections_version_ = 0;
+    std::vector<Collection> captured_;  // collections whose changes this connection captures
+    int read_depth_ = 0;
+    bool retain_ = false;
+    bool snapshot_open_ = false;  // a read transaction of ours is open (possibly retained)
+    int64_t commits_ = 0;  // for trimming the log now and then
+    int64_t log_retention_ = 0;
+    std::string synchronous_;
 
     bool in_txn_ = false;
     int begin_depth_ = 0;
@@ -114,6 +176,30 @@ private:
     int64_t records_delta_ = 0;
     int64_t page_size_ = 0;
     int busy_timeout_ms_ = 0;
+};
+
+// A read snapshot held on a bucket (BucketFile::begin_read, after
+// Store::enter_read settled it); ends it when dropped.
+class ReadSnapshot {
+public:
+    ReadSnapshot() = default;
+    explicit ReadSnapshot(std::shared_ptr<BucketFile> file) : file_(std::move(file)) {}
+    ~ReadSnapshot() { reset(); }
+    ReadSnapshot(ReadSnapshot&& other) noexcept : file_(std::move(other.file_)) {}
+    ReadSnapshot& operator=(ReadSnapshot&& other) noexcept {
+        if (this != &other) {
+            reset();
+            file_ = std::move(other.file_);
+        }
+        return *this;
+    }
+    void reset() {
+        if (file_) file_->end_read();
+        file_.reset();
+    }
+
+private:
+    std::shared_ptr<BucketFile> file_;
 };
 
 // Returns the checked-out statement to its pool on every path.

@@ -1,5 +1,7 @@
 #include "store/catalog.h"
 
+#include <cstdint>
+
 #include <algorithm>
 #include <chrono>
 #include <system_error>
@@ -157,6 +159,23 @@ void Catalog::write_limits(const StoreLimits& limits) {
     setting.bind(1, std::string_view("max_bytes"));
     setting.bind(2, limits.max_bytes);
     setting.run();
+}
+
+int64_t Catalog::claim_ids(const std::string& name, int64_t count) {
+    if (count < 1) throw std::invalid_argument("an id block needs at least one id");
+    const std::string setting = "next_id:" + name;
+    sqlite::Transaction txn(db_, "BEGIN IMMEDIATE");
+    sqlite::Statement read = db_.prepare("SELECT value FROM settings WHERE name = ?1");
+    read.bind(1, std::string_view(setting));
+    int64_t first = read.step() ? read.column_int(0) : 1;
+    read.reset();
+    if (first > INT64_MAX - count) throw std::overflow_error("id sequence '" + name + "' is exhausted");
+    sqlite::Statement write = db_.prepare("INSERT OR REPLACE INTO settings(name, value) VALUES (?1, ?2)");
+    write.bind(1, std::string_view(setting));
+    write.bind(2, first + count);
+    write.run();
+    txn.commit();
+    return first;
 }
 
 void Catalog::load_settings() {

@@ -56,6 +56,11 @@ public:
     // the same definition (an error naming both otherwise).
     void register_collection(const Collection& collection);
 
+    // Claims `count` ids of the sequence `name` for this process: returns the
+    // first; the catalog remembers the next unclaimed one, so ids never repeat,
+    // even after a crash (a crash only leaves a gap).
+    int64_t claim_ids(const std::string& name, int64_t count);
+
 private:
     void create_store(const StoreOptions& options);
     void migrate(int64_t from);

@@ -61,6 +61,9 @@ void build(Collection& c, const std::vector<std::string>& column_defs, const std
     if (c.columns.empty()) throw std::invalid_argument("table " + c.name + " declares no columns");
     for (const CollectionColumn& column : c.columns) {
         if (lower(column.name) == "_pk") throw std::invalid_argument("column name _pk is reserved");
+        if (lower(column.name).rfind("aerials_", 0) == 0) {
+            throw std::invalid_argument("column name " + column.name + " is reserved (names starting with aerials_ are)");
+        }
     }
     // Declared collations decide whether the store may merge sorted streams
     // itself (it compares with BINARY only).

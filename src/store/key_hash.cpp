@@ -1,5 +1,7 @@
 #include "store/key_hash.h"
 
+#include "store/owned_value.h"
+
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -104,7 +106,7 @@ Hash hash_key(sqlite3_value* key) {
 
 namespace aerials::store {
 
-void bind_encoded_key(sqlite::Statement& stmt, int index, std::string_view encoded) {
+OwnedValue decode_key_value(std::string_view encoded) {
     if (encoded.empty()) throw std::invalid_argument("empty key encoding");
     std::string_view payload = encoded.substr(1);
     auto be64 = [&]() {
@@ -113,25 +115,35 @@ void bind_encoded_key(sqlite::Statement& stmt, int index, std::string_view encod
         for (unsigned char c : payload) v = (v << 8) | c;
         return v;
     };
+    OwnedValue value;
     switch (encoded[0]) {
         case 'i':
-            stmt.bind(index, static_cast<int64_t>(be64()));
-            return;
+            value.type = SQLITE_INTEGER;
+            value.integer = static_cast<int64_t>(be64());
+            return value;
         case 'r': {
             uint64_t bits = be64();
-            double d;
-            std::memcpy(&d, &bits, sizeof d);
-            stmt.bind(index, d);
-            return;
+            value.type = SQLITE_FLOAT;
+            std::memcpy(&value.real, &bits, sizeof value.real);
+            return value;
         }
         case 't':
-            stmt.bind(index, payload);
-            return;
         case 'b':
-            stmt.bind_blob(index, payload.data(), static_cast<int>(payload.size()));
-            return;
+            value.type = encoded[0] == 't' ? SQLITE_TEXT : SQLITE_BLOB;
+            value.bytes.assign(payload);
+            return value;
         default:
             throw std::invalid_argument("malformed key encoding");
+    }
+}
+
+void bind_encoded_key(sqlite::Statement& stmt, int index, std::string_view encoded) {
+    OwnedValue value = decode_key_value(encoded);
+    switch (value.type) {
+        case SQLITE_INTEGER: stmt.bind(index, value.integer); return;
+        case SQLITE_FLOAT: stmt.bind(index, value.real); return;
+        case SQLITE_TEXT: stmt.bind(index, std::string_view(value.bytes)); return;
+        default: stmt.bind_blob(index, value.bytes.data(), static_cast<int>(value.bytes.size())); return;
     }
 }
 

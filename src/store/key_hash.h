@@ -53,6 +53,9 @@ namespace aerials::store {
 // Binds the value that `encoded` (a canonical encoding) stands for to
 // parameter `index`. Throws std::invalid_argument on a malformed encoding.
 void bind_encoded_key(sqlite::Statement& stmt, int index, std::string_view encoded);
+// The value itself.
+struct OwnedValue;
+OwnedValue decode_key_value(std::string_view encoded);
 
 // The identity of one (key, subkey) record as one blob: the primary key of the
 // SQL face. Layout: 4-byte big-endian length of the key's encoding, the key's

@@ -29,6 +29,13 @@ struct StoreOptions {
     int lock_wait_holding_ms = 200;
     std::string synchronous = "FULL"; // bucket and catalog PRAGMA synchronous
     bool create_if_missing = true;
+    // A multi-bucket transaction still undecided this long after its change
+    // records were written is aborted by the next reader or writer that meets
+    // them (its owner is stopped or hung; a live commit takes milliseconds).
+    int pending_timeout_ms = 5000;
+    // Commit-log entries each bucket keeps at least (older ones are trimmed
+    // now and then; a later issue trims by replica acknowledgement instead).
+    int64_t log_retention = 100000;
     int workers = 0;                  // threads reading buckets in parallel (aerials_map); 0: one per core
 };
 

@@ -29,6 +29,34 @@ int read_only_authorizer(void*, int action, const char*, const char* arg2, const
     }
 }
 
+// Starts the read transaction a task's statement runs in, unless the bucket
+// holds change records of a transaction not yet resolved: then the task
+// reports its bucket "retired", and the Store (single-threaded, it knows the
+// map and the transaction rules) settles the bucket before the task runs
+// again (Store::reload_after).
+bool begin_settled_read(sqlite::Database& db) {
+    sqlite3_set_authorizer(db.get(), nullptr, nullptr);
+    bool settled = false;
+    try {
+        db.exec("BEGIN");
+        settled = !db.table_exists("aerials_change") || db.query_int("SELECT EXISTS (SELECT 1 FROM aerials_change)") == 0;
+        if (!settled) db.exec("COMMIT");
+    } catch (...) {
+        if (sqlite3_get_autocommit(db.get()) == 0) sqlite3_exec(db.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+        sqlite3_set_authorizer(db.get(), read_only_authorizer, nullptr);
+        throw;
+    }
+    sqlite3_set_authorizer(db.get(), read_only_authorizer, nullptr);
+    return settled;
+}
+
+void end_read(sqlite::Database& db) {
+    if (sqlite3_get_autocommit(db.get()) != 0) return;
+    sqlite3_set_authorizer(db.get(), nullptr, nullptr);
+    sqlite3_exec(db.get(), "COMMIT", nullptr, nullptr, nullptr);
+    sqlite3_set_authorizer(db.get(), read_only_authorizer, nullptr);
+}
+
 const char* action_name(int action) {
     switch (action) {
         case SQLITE_INSERT: return "INSERT";
@@ -258,7 +286,13 @@ void ReadPool::run_step(const std::shared_ptr<ParallelQuery>& query, size_t task
                     std::lock_guard<std::mutex> lock(query->mutex_);
                     state->connection = std::move(connection);
                 }
-                state->statement = std::make_unique<sqlite::Statement>(state->connection->prepare(state->task.sql));
+                if (begin_settled_read(*state->connection)) {
+                    state->statement =
+                        std::make_unique<sqlite::Statement>(state->connection->prepare(state->task.sql));
+                } else {
+                    batch.retired = true;
+                    finished = true;
+                }
             } catch (const BucketRetired&) {
                 batch.retired = true;
                 finished = true;
@@ -322,6 +356,7 @@ void ReadPool::run_step(const std::shared_ptr<ParallelQuery>& query, size_t task
     }
     if (finished) {
         state->statement.reset();
+        if (state->connection) end_read(*state->connection);
         if (state->connection) {
             if (batch.retired) {
                 state->connection.reset();

@@ -4,6 +4,8 @@
 
 #include "sqlite/database.h"
 #include "store/bucket_builder.h"
+#include "store/change_capture.h"
+#include "store/txn_records.h"
 #include "store/crash_point.h"
 #include "store/key_hash.h"
 #include "store/value_codec.h"
@@ -79,6 +81,31 @@ std::vector<BucketMeta> build_children(Catalog& catalog, sqlite::Database& sourc
         }
         rows.reset();
     }
+    // Transaction records follow their anchor (the hash that routes them),
+    // log entries their element, so each child's log covers its own records.
+    if (source.table_exists("aerials_txn")) {
+        sqlite::Statement txns =
+            source.prepare("SELECT txn_id, anchor, state, commit_ts, owner, created FROM aerials_txn");
+        while (txns.step()) {
+            builders[parent.child_index(static_cast<Hash>(txns.column_int(1)), k)]->insert_txn_record(txns);
+        }
+    }
+    if (source.table_exists("aerials_log")) {
+        sqlite::Statement log =
+            source.prepare("SELECT seq, ts, commit_id, change_type, element_id, data FROM aerials_log ORDER BY seq");
+        while (log.step()) {
+            sqlite3_value* element = log.column_value(4);
+            std::string_view id(static_cast<const char*>(sqlite3_value_blob(element)),
+                                static_cast<size_t>(sqlite3_value_bytes(element)));
+            builders[parent.child_index(hash_encoded_key(decode_record_id(id).key), k)]->insert_log_entry(log);
+        }
+    }
+    int64_t last_commit = 0;
+    {
+        sqlite::Statement meta = source.prepare("SELECT value FROM bucket_meta WHERE name = 'last_commit_id'");
+        if (meta.step()) last_commit = meta.column_int(0);
+    }
+    for (auto& builder : builders) builder->set_meta("last_commit_id", last_commit);
     DurabilityBatch batch(settings.synchronous != "OFF");
     std::vector<BucketMeta> metas(ways);
     for (size_t i = 0; i < ways; ++i) {
@@ -100,6 +127,9 @@ SplitOutcome split_if_over_bounds(Catalog& catalog, BucketFile& parent, const Bu
     sqlite::Database& db = parent.db();
     sqlite::Transaction lock(db, "BEGIN IMMEDIATE");
     if (!db.table_exists("bucket")) return outcome;  // already frozen by another process
+    // Change records pin a bucket: their before-images name rows by rowid in
+    // this file. The split is retried after a later commit.
+    if (!read_change_records(db).empty()) return outcome;
     int64_t records = parent.records();
     int64_t bytes = parent.bytes_in_use();
     const StoreLimits& limits = catalog.limits();
@@ -115,7 +145,10 @@ SplitOutcome split_if_over_bounds(Catalog& catalog, BucketFile& parent, const Bu
     mark.run();
     // Every data table is renamed, so that every statement prepared against
     // any of them fails to re-prepare; `bucket` going is the marker.
+    // This connection's capture triggers would follow the renamed tables.
+    drop_capture(db, key_value_collection());
     for (const Collection& c : catalog.load_collections()) {
+        drop_capture(db, c);
         if (db.table_exists(c.table)) {
             db.exec("ALTER TABLE " + quote_identifier(c.table) + " RENAME TO " + quote_identifier(c.frozen_table()));
         }

@@ -13,7 +13,7 @@ Store::Store(const StoreOptions& options)
       random_(static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
               static_cast<unsigned>(::getpid())),
       catalog_(options),
-      connection_settings_{options.busy_timeout_ms, options.synchronous} {
+      connection_settings_{options.busy_timeout_ms, options.synchronous, options.log_retention} {
     if (options.max_open < 1) throw std::invalid_argument("max_open must be at least 1");
     reload_map();
     collections_ = catalog_.load_collections();
@@ -97,6 +97,11 @@ std::vector<BucketId> Store::reload_after(const BucketId& id) {
         finish_frozen_split(catalog_, id, connection_settings_);
         reload_map();
     }
+    if (std::find(map_.begin(), map_.end(), id) != map_.end()) {
+        // Still live: a worker found it holding change records of an
+        // undecided transaction. Wait for it, or finish it if its owner died.
+        settle(id);
+    }
     std::vector<BucketId> covering;
     for (const BucketId& b : map_) {
         if (b.lo() >= id.lo() && b.hi() <= id.hi()) covering.push_back(b);
@@ -113,17 +118,20 @@ std::shared_ptr<BucketFile> Store::writable(Hash h) {
     }
     return with_bucket(h, [&](std::shared_ptr<BucketFile>& file) {
         if (!file->in_transaction()) {
+            if (touched_.empty()) {
+                transaction_start_ = std::chrono::steady_clock::now();
+                txn_id_ = next_id("txn");
+            }
             // Waiting for a bucket while holding others can deadlock with a
             // transaction that takes the same buckets in the other order;
             // such a wait is bounded, and running out of it is SQLITE_BUSY.
             int wait_ms = touched_.empty() ? options_.busy_timeout_ms : deadlock_wait_ms();
             try {
-                file->begin(savepoint_depth_, wait_ms, static_cast<int>(touched_.size()));
+                settle_for_write(file, wait_ms, static_cast<int>(touched_.size()));
             } catch (const sqlite::Error& e) {
                 if (e.primary_code() == SQLITE_BUSY && !touched_.empty()) yielded_ = true;
                 throw;
             }
-            if (touched_.empty()) transaction_start_ = std::chrono::steady_clock::now();
             touched_.push_back(file);
         }
         return file;
@@ -161,52 +169,11 @@ void Store::rollback_to(int index) {
     savepoint_depth_ = index + 1;
 }
 
-void Store::commit_all() {
-    // Each bucket's COMMIT waits for its own fsync; committing the buckets of
-    // one transaction from several threads at once lets the file system
-    // batch those syncs. Every connection is used by one thread only.
-    // On a failure, buckets whose commit failed are rolled back by the
-    // rollback_all() that SQLite's xRollback brings; the others stay
-    // committed (a multi-bucket transaction is not atomic; see README).
-    std::vector<std::shared_ptr<BucketFile>> files;
-    files.swap(touched_);
-    std::vector<std::exception_ptr> errors(files.size());
-    size_t lanes = std::min<size_t>(files.size(), kCommitThreads);
-    auto commit_lane = [&](size_t lane) {
-        for (size_t i = lane; i < files.size(); i += lanes) {
-            try {
-                files[i]->commit();
-            } catch (...) {
-                errors[i] = std::current_exception();
-            }
-        }
-    };
-    if (lanes <= 1) {
-        if (!files.empty()) commit_lane(0);
-    } else {
-        std::vector<std::thread> threads;
-        for (size_t lane = 1; lane < lanes; ++lane) threads.emplace_back(commit_lane, lane);
-        commit_lane(0);
-        for (auto& t : threads) t.join();
-    }
-    std::exception_ptr first_error;
-    for (size_t i = 0; i < files.size(); ++i) {
-        if (errors[i]) {
-            if (!first_error) first_error = errors[i];
-            touched_.push_back(files[i]);  // still to be rolled back
-            continue;
-        }
-        to_check_.push_back(files[i]->id());
-        if (std::find(dirty_.begin(), dirty_.end(), files[i]->id()) == dirty_.end()) dirty_.push_back(files[i]->id());
-    }
-    if (first_error) std::rethrow_exception(first_error);
-    savepoint_depth_ = 0;
-    trim_lru();
-}
-
 void Store::rollback_all() {
     for (auto& file : touched_) file->rollback();
     touched_.clear();
+    release_retained();
+    finish_commit();  // a commit point passed whose xCommit never came
     savepoint_depth_ = 0;
     trim_lru();
     if (yielded_) {

@@ -9,7 +9,10 @@
 #include <cstdint>
 #include <random>
 #include <list>
+#include <functional>
 #include <memory>
+#include <optional>
+#include <string>
 #include <unordered_map>
 #include <vector>
 
@@ -17,6 +20,7 @@
 #include "store/catalog.h"
 #include "store/options.h"
 #include "store/read_pool.h"
+#include "store/txn_records.h"
 
 namespace aerials::store {
 
@@ -75,15 +79,38 @@ public:
     // (BEGIN IMMEDIATE on first use).
     std::shared_ptr<BucketFile> writable(Hash h);
 
+    // Starts a read snapshot on `file` for a cursor, and settles what would
+    // make its rows wrong: waits for a PENDING transaction that changed it
+    // (bounded by busy_timeout, then SQLITE_BUSY naming it), undoes one whose
+    // owner died or that was aborted. Changes of COMMITTED transactions are
+    // visible. Pair with file->end_read().
+    void enter_read(const std::shared_ptr<BucketFile>& file);
+
     // Transaction control, idempotent so that several virtual tables sharing
     // this store may each forward SQLite's calls.
+    // From begin_transaction() to the end of the transaction, read snapshots
+    // are kept (see BucketFile::retain_reads).
+    void begin_transaction() { in_transaction_scope_ = true; }
     void savepoint(int index);
     void release(int index);
     void rollback_to(int index);
-    // Commits every touched bucket, one after another: atomic per bucket only
-    // (see README, "What is atomic").
+    // The commit point (xSync). One touched bucket: its SQLite COMMIT.
+    // Several: phase one (every bucket commits its changes with their
+    // before-images and a change record; the coordinator, the first bucket
+    // written, also a PENDING transaction record), then one compare-and-swap
+    // of that record to COMMITTED. A failure before the swap undoes what was
+    // committed and throws: nothing of the transaction stays visible.
+    void commit_point();
+    // After the commit point (xCommit): removes the change records. Never
+    // throws: what it leaves is finished by whoever meets it.
+    void finish_commit();
+    // Both, for callers outside SQLite's transaction methods.
     void commit_all();
     void rollback_all();
+
+    // The next id of sequence `name`, from blocks this process claims in the
+    // catalog (ids are unique across processes and never repeat).
+    int64_t next_id(const std::string& name);
     // Splits the buckets the last commit left over their bounds.
     void split_pending();
     bool in_transaction() const { return !touched_.empty(); }
@@ -113,6 +140,49 @@ public:
 private:
     static constexpr int kMaxRetries = 16;
     static constexpr size_t kCommitThreads = 16;
+    static constexpr int64_t kTxnIdBlock = 1024;
+    static constexpr int64_t kUserIdBlock = 1000;
+
+    // Runs fn(0..n-1) from up to kCommitThreads threads (each bucket's
+    // COMMIT waits for its own fsync; parallel commits let the file system
+    // batch them). Returns the failures, by index.
+    std::vector<std::exception_ptr> for_each_parallel(size_t n, const std::function<void(size_t)>& fn);
+    void note_committed(const std::vector<std::shared_ptr<BucketFile>>& files);
+    // Undoes phase one of this process's transaction `txn_id` in `prepared`
+    // after marking its record ABORTED.
+    void abort_prepared(const std::vector<std::shared_ptr<BucketFile>>& prepared, int64_t txn_id, uint64_t anchor);
+
+    // What a reader or writer does about another transaction's change records.
+    enum class Verdict { kVisible, kWait, kRecover };
+    struct Judgement {
+        Verdict verdict = Verdict::kVisible;
+        ChangeRecord record;  // the one to wait for or recover
+        std::string why;
+        bool stalled = false;  // recover although its owner lives
+    };
+    Judgement judge(const std::vector<ChangeRecord>& records, int64_t own_txn);
+    std::optional<TxnRecord> lookup_txn(const ChangeRecord& record);
+    // Decides a transaction whose owner is gone (or that is ABORTED) and
+    // brings bucket `id` in line with the decision, through connections of
+    // its own (this store's connections carry capture triggers).
+    // Returns false (and changes nothing) when the transaction turns out
+    // undecided with a live owner, unless `owner_known_gone` (this process
+    // aborting its own transaction).
+    bool recover(const ChangeRecord& record, const BucketId& id, bool owner_known_gone = false);
+    // Resolves (COMMITTED) or undoes (ABORTED) `txn_id` in bucket `id`.
+    void apply_decision(int64_t txn_id, const BucketId& id, TxnState decision);
+public:
+    // Brings bucket `id` to a state without change records of decided or
+    // orphaned transactions (waiting for undecided ones, bounded). For readers
+    // that cannot settle themselves (the worker threads).
+    void settle(const BucketId& id);
+private:
+    sqlite::Database open_plain(const BucketId& id, int busy_ms);
+    // Sleeps before another look at a pending transaction; throws
+    // SQLITE_BUSY naming it once `deadline` passed.
+    void wait_for(const Judgement& j, const BucketFile& file, std::chrono::steady_clock::time_point deadline,
+                  int attempt);
+    void settle_for_write(const std::shared_ptr<BucketFile>& file, int wait_ms, int held);
 
     void reload_map();
     int deadlock_wait_ms();
@@ -133,6 +203,16 @@ private:
     std::unordered_map<uint64_t, LruList::iterator> lru_index_;
 
     std::vector<std::shared_ptr<BucketFile>> touched_;  // in a write transaction
+    int64_t txn_id_ = 0;                                 // of the running write transaction
+    bool in_transaction_scope_ = false;                  // between xBegin and its end
+    std::vector<std::shared_ptr<BucketFile>> retained_;  // read snapshots kept until the end
+    void release_retained();
+    std::vector<std::shared_ptr<BucketFile>> to_resolve_;  // past the commit point, change records left
+    int64_t resolve_txn_ = 0;
+    struct IdBlock {
+        int64_t next = 0, end = 0;
+    };
+    std::unordered_map<std::string, IdBlock> id_blocks_;
     std::vector<BucketId> to_check_;                    // committed, maybe over bounds
     std::vector<BucketId> dirty_;                       // written since flush_meta
     int savepoint_depth_ = 0;

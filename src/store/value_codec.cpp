@@ -1,7 +1,9 @@
 #include "store/value_codec.h"
 
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <stdexcept>
 
 namespace aerials::store {
 namespace {
@@ -39,6 +41,70 @@ void append_value(sqlite3_value* value, std::string& out) {
         default:
             out.push_back('n');
     }
+}
+
+std::string values_as_json(std::string_view in) {
+    auto u64 = [&](size_t at) {
+        if (at + 8 > in.size()) throw std::invalid_argument("malformed value encoding");
+        uint64_t v = 0;
+        for (size_t i = 0; i < 8; ++i) v = (v << 8) | static_cast<unsigned char>(in[at + i]);
+        return v;
+    };
+    std::string out = "[";
+    size_t at = 0;
+    while (at < in.size()) {
+        if (out.size() > 1) out += ",";
+        char tag = in[at++];
+        if (tag == 'n') {
+            out += "null";
+        } else if (tag == 'i') {
+            out += std::to_string(static_cast<int64_t>(u64(at)));
+            at += 8;
+        } else if (tag == 'r') {
+            uint64_t bits = u64(at);
+            at += 8;
+            double d;
+            std::memcpy(&d, &bits, sizeof d);
+            char buf[40];
+            std::snprintf(buf, sizeof buf, "%.17g", d);
+            std::string number = buf;
+            if (number.find_first_of(".eEn") == std::string::npos) number += ".0";
+            out += number;
+        } else if (tag == 't' || tag == 'b') {
+            uint64_t size = u64(at);
+            at += 8;
+            if (size > in.size() - at) throw std::invalid_argument("malformed value encoding");
+            std::string_view payload = in.substr(at, size);
+            at += size;
+            static const char* hex = "0123456789abcdef";
+            if (tag == 'b') {
+                out += "{\"blob\":\"";
+                for (unsigned char c : payload) {
+                    out += hex[c >> 4];
+                    out += hex[c & 15];
+                }
+                out += "\"}";
+            } else {
+                out += '"';
+                for (unsigned char c : payload) {
+                    if (c == '"' || c == '\\') {
+                        out += '\\';
+                        out += static_cast<char>(c);
+                    } else if (c < 0x20) {
+                        out += "\\u00";
+                        out += hex[c >> 4];
+                        out += hex[c & 15];
+                    } else {
+                        out += static_cast<char>(c);
+                    }
+                }
+                out += '"';
+            }
+        } else {
+            throw std::invalid_argument("malformed value encoding");
+        }
+    }
+    return out + "]";
 }
 
 }  // namespace aerials::store

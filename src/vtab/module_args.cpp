@@ -67,7 +67,8 @@ ModuleArgs parse_module_args(const std::vector<std::string>& args) {
         if (!split_option(arg, name, value)) {
             if (arg.empty()) throw std::invalid_argument("empty argument");
             static const char* const known[] = {"root", "shard_key", "max_records", "max_bytes", "max_open",
-                                                "busy_timeout", "deadlock_timeout", "initial_buckets", "synchronous", "workers"};
+                                                "busy_timeout", "deadlock_timeout", "initial_buckets", "synchronous", "workers",
+                                                "pending_timeout", "log_retention"};
             for (const char* option : known) {
                 if (arg == option) {
                     throw std::invalid_argument("argument '" + arg + "' is not of the form name=value");
@@ -97,6 +98,10 @@ ModuleArgs parse_module_args(const std::vector<std::string>& args) {
             options.workers = static_cast<int>(parse_count(name, value, 1, 256));
         } else if (name == "deadlock_timeout") {
             options.lock_wait_holding_ms = static_cast<int>(parse_count(name, value, 0, 3600 * 1000));
+        } else if (name == "pending_timeout") {
+            options.pending_timeout_ms = static_cast<int>(parse_count(name, value, 1, 3600 * 1000));
+        } else if (name == "log_retention") {
+            options.log_retention = parse_count(name, value, 0, int64_t{1} << 40);
         } else if (name == "initial_buckets") {
             int64_t n = parse_count(name, value, 1, 65536);
             int depth = 0;
@@ -112,7 +117,7 @@ ModuleArgs parse_module_args(const std::vector<std::string>& args) {
         } else {
             throw std::invalid_argument("unknown argument '" + name +
                                         "' (known: root, shard_key, max_records, max_bytes, max_open, busy_timeout, "
-                                        "deadlock_timeout, initial_buckets, synchronous, workers)");
+                                        "deadlock_timeout, pending_timeout, log_retention, initial_buckets, synchronous, workers)");
         }
     }
     if (!have_root) throw std::invalid_argument("missing argument root: e.g. USING aerials(root='data')");

@@ -13,6 +13,8 @@
 // table_writes.cpp; plans in query_plan.cpp.
 #include "vtab/table_module.h"
 
+#include "vtab/log_view.h"
+
 #include <algorithm>
 #include <cstring>
 #include <string>
@@ -177,8 +179,13 @@ struct Target {
 
 // A running bucket statement.
 struct Stream {
+    store::ReadSnapshot snapshot;  // declared first: outlives the statement
     StatementLease rows;
     bool has_row = false;
+    void close() {
+        rows.reset();
+        snapshot.reset();
+    }
 };
 
 struct Cursor : sqlite3_vtab_cursor {
@@ -245,7 +252,10 @@ bool start_stream(Cursor* cursor, size_t i, Stream& stream) {
     for (;;) {
         Target& target = cursor->targets[i];
         try {
-            StatementLease rows(store.open(target.bucket), plan.sql);
+            std::shared_ptr<store::BucketFile> file = store.open(target.bucket);
+            store.enter_read(file);
+            store::ReadSnapshot snapshot(file);
+            StatementLease rows(file, plan.sql);
             for (size_t a = 0; a < cursor->args.size(); ++a) {
                 int arg = static_cast<int>(a);
                 if (arg == plan.route_arg) {
@@ -257,6 +267,8 @@ bool start_stream(Cursor* cursor, size_t i, Stream& stream) {
                 }
             }
             stream.has_row = rows.step("read");
+            stream.rows.reset();
+            stream.snapshot = std::move(snapshot);
             stream.rows = std::move(rows);
             return stream.has_row;
         } catch (const store::BucketRetired&) {
@@ -315,7 +327,7 @@ bool next_sequential_target(Cursor* cursor) {
             cursor->current = 0;
             return true;
         }
-        cursor->streams[0].rows.reset();
+        cursor->streams[0].close();
     }
     return false;
 }
@@ -336,7 +348,7 @@ void advance(Cursor* cursor) {
         if (stream.has_row) {
             push_heap(cursor, cursor->current);
         } else {
-            stream.rows.reset();
+            stream.close();
         }
         if (cursor->heap.empty()) {
             cursor->finish();
@@ -346,7 +358,7 @@ void advance(Cursor* cursor) {
     } else {
         Stream& stream = cursor->streams[0];
         if (!stream.rows.step("read")) {
-            stream.rows.reset();
+            stream.close();
             if (!next_sequential_target(cursor)) {
                 cursor->finish();
                 return;
@@ -475,11 +487,21 @@ int table_rowid(sqlite3_vtab_cursor*, sqlite3_int64*) { return SQLITE_ERROR; }
 
 store::Store& store_of(sqlite3_vtab* vtab) { return *static_cast<Table*>(vtab)->store; }
 
-int table_begin(sqlite3_vtab*) { return SQLITE_OK; }
+// xBegin: from here to xCommit/xRollback, buckets read by this connection
+// keep their read snapshot, so that a write to a bucket read in the same
+// transaction (an UPDATE's own scan, above all) fails with SQLITE_BUSY when
+// another process committed there in between, instead of overwriting that
+// commit with values computed from the older state.
+int table_begin(sqlite3_vtab* vtab) {
+    return guarded(vtab, [&] {
+        store_of(vtab).begin_transaction();
+        return SQLITE_OK;
+    });
+}
 
 int table_sync(sqlite3_vtab* vtab) {
     return guarded(vtab, [&] {
-        store_of(vtab).commit_all();
+        store_of(vtab).commit_point();
         return SQLITE_OK;
     });
 }
@@ -557,6 +579,9 @@ const sqlite3_module kTableModule = make_module();
 }  // namespace
 
 int register_table_module(sqlite3* db, std::shared_ptr<ConnectionContext> context) {
+    // The commit log and id sequences belong to the tables' transactions.
+    int rc = register_log_view(db, context);
+    if (rc != SQLITE_OK) return rc;
     auto* aux = new std::shared_ptr<ConnectionContext>(std::move(context));
     return sqlite3_create_module_v2(db, "aerials", &kTableModule, aux,
                                     [](void* p) { delete static_cast<std::shared_ptr<ConnectionContext>*>(p); });
