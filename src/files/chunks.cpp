@@ -26,6 +26,12 @@ std::string short_hex(const Sha256& sha) { return to_hex(sha); }
 
 }  // namespace
 
+std::vector<ChunkRef> chunk_list_column(sqlite::Statement& row, int column, const std::string& object) {
+    if (row.column_type(column) != SQLITE_BLOB) return {};
+    auto* data = static_cast<const char*>(sqlite3_column_blob(row.get(), column));
+    return decode_chunk_list({data, static_cast<size_t>(sqlite3_column_bytes(row.get(), column))}, object);
+}
+
 void ChunkStore::add_ref(const Sha256& sha256, const uint8_t* data, int64_t size, int64_t now) {
     std::shared_ptr<BucketFile> file = store_.writable(hash_of_blob(sha256.data(), sha256.size()));
     StatementLease touch(file, std::string("UPDATE ") + kChunksTable + " SET refs = refs + 1, touched = ?2 WHERE sha256 = ?1");

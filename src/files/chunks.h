@@ -23,6 +23,9 @@ public:
     using std::runtime_error::runtime_error;
 };
 
+// The chunk list in column `column` of the current row (none when NULL).
+std::vector<ChunkRef> chunk_list_column(sqlite::Statement& row, int column, const std::string& object);
+
 class ChunkStore {
 public:
     explicit ChunkStore(store::Store& store) : store_(store) {}

@@ -7,6 +7,7 @@
 // hold references that no manifest shows yet. The cutoff is taken before the
 // mark, and no later than the start of the oldest upload still in progress,
 // so a completion or a put that commits during the mark cannot lose a chunk.
+#include <cstring>
 #include <map>
 #include <nlohmann/json.hpp>
 #include <unordered_map>
@@ -66,9 +67,8 @@ CollectReport ObjectStore::collect(int64_t now, int64_t grace_ms) {
     for (const auto& [bucket, rules_json] : buckets_with_rules) {
         for (const Rule& rule : parse_rules(rules_json)) {
             if (rule.expiration_days >= 0) {
-                ListFilter filter{"bucket = ?1 AND " + prefix_match + " AND created <= ?3",
+                ListFilter filter{"bucket = ?1 AND " + prefix_match + " AND created <= CAST(?3 AS INTEGER)",
                                   {bucket, rule.prefix, std::to_string(now - rule.expiration_days * kDayMs)}, false};
-                filter.where = "bucket = ?1 AND " + prefix_match + " AND created <= CAST(?3 AS INTEGER)";
                 for (const ObjectVersion& v : list(filter)) {
                     remove(v.bucket, v.key);
                     ++report.expired_current;
@@ -133,9 +133,7 @@ CollectReport ObjectStore::collect(int64_t now, int64_t grace_ms) {
     });
     std::unordered_map<std::string, int64_t, ShaHash> refs;
     auto count_list = [&](sqlite::Statement& rows, const std::string& what) {
-        if (rows.column_type(0) != SQLITE_BLOB) return;
-        auto* data = static_cast<const char*>(sqlite3_column_blob(rows.get(), 0));
-        for (const ChunkRef& c : decode_chunk_list({data, static_cast<size_t>(sqlite3_column_bytes(rows.get(), 0))}, what)) {
+        for (const ChunkRef& c : chunk_list_column(rows, 0, what)) {
             ++refs[std::string(reinterpret_cast<const char*>(c.sha256.data()), c.sha256.size())];
         }
     };

@@ -57,8 +57,7 @@ std::vector<PartRow> load_parts(std::shared_ptr<BucketFile>& file, const std::st
         p.number = static_cast<int>(rows->column_int(0));
         p.size = rows->column_int(1);
         p.md5 = rows->column_text(2);
-        auto* data = static_cast<const char*>(sqlite3_column_blob(rows->get(), 3));
-        p.chunks = decode_chunk_list({data, static_cast<size_t>(sqlite3_column_bytes(rows->get(), 3))}, object);
+        p.chunks = chunk_list_column(*rows, 3, object);
         parts.push_back(std::move(p));
     }
     return parts;

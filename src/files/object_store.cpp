@@ -347,9 +347,8 @@ void install_version_locked(std::shared_ptr<BucketFile>& file, ObjectVersion& v,
         StatementLease old(file, std::string("SELECT chunks FROM ") + kObjectsTable +
                                      " WHERE object = ?1 AND version_id = 'null'");
         old->bind(1, object);
-        if (old.step("reading the replaced version") && old->column_type(0) == SQLITE_BLOB) {
-            auto* data = static_cast<const char*>(sqlite3_column_blob(old->get(), 0));
-            auto more = decode_chunk_list({data, static_cast<size_t>(sqlite3_column_bytes(old->get(), 0))}, object);
+        if (old.step("reading the replaced version")) {
+            auto more = chunk_list_column(*old, 0, object);
             replaced.insert(replaced.end(), more.begin(), more.end());
         }
         old.reset();
@@ -483,11 +482,7 @@ std::vector<ObjectVersion> ObjectStore::query_versions(std::shared_ptr<BucketFil
         v.metadata = text_or_empty(r, 12);
         v.tags = text_or_empty(r, 13);
         v.chunk_count = r.column_int(14);
-        if (with_chunks && r.column_type(15) == SQLITE_BLOB) {
-            auto* data = static_cast<const char*>(sqlite3_column_blob(r.get(), 15));
-            v.chunks = decode_chunk_list({data, static_cast<size_t>(sqlite3_column_bytes(r.get(), 15))},
-                                         object_path(v.bucket, v.key));
-        }
+        if (with_chunks) v.chunks = chunk_list_column(r, 15, object_path(v.bucket, v.key));
         out.push_back(std::move(v));
     }
     return out;
@@ -619,11 +614,8 @@ DeleteResult ObjectStore::remove(const std::string& bucket, const std::string& k
             row->bind(2, version);
             if (!row.step("reading a version")) return std::nullopt;
             bool latest = row->column_int(0) != 0;
-            if (row->column_type(1) == SQLITE_BLOB) {
-                auto* data = static_cast<const char*>(sqlite3_column_blob(row->get(), 1));
-                auto more = decode_chunk_list({data, static_cast<size_t>(sqlite3_column_bytes(row->get(), 1))}, object);
-                replaced.insert(replaced.end(), more.begin(), more.end());
-            }
+            auto more = chunk_list_column(*row, 1, object);
+            replaced.insert(replaced.end(), more.begin(), more.end());
             row.reset();
             StatementLease del(file, std::string("DELETE FROM ") + kObjectsTable +
                                          " WHERE object = ?1 AND version_id = ?2");
