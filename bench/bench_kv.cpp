@@ -27,7 +27,10 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <map>
 #include <optional>
+#include <random>
+#include <unordered_map>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -49,6 +52,8 @@ struct Options : CommonOptions {
 
     int64_t rows = 100'000;          // (a), (c), (d)
     int64_t autocommit_n = 2'000;    // (b)
+    int64_t txn_rows = 20'000;       // (f), (g): rows of the store
+    int64_t txns = 1'000;            // (f), (g): transactions per side
     int64_t reads = 200'000;         // (c)
     int scans = 5;                   // (d)
     int a_repeats = 3;               // (a): loads per side
@@ -83,19 +88,24 @@ void print_usage() {
         "  --e-many N            buckets of (e)'s large store (default 16384)\n"
         "  --e-thrash-reads N    reads of (e)'s max_open=64 run, 0 to skip it (default: a tenth of --e-reads,\n"
         "                        as nearly every read reopens a bucket file)\n"
+        "  --txn-rows N          rows of the stores of (f) and (g) (default 20000)\n"
+        "  --txns N              transactions of (f) and (g) per side (default 1000)\n"
         "workloads:\n"
         "  a  inserts in one transaction (BEGIN ... COMMIT), default store settings\n"
         "  b  autocommit single-row inserts, each its own transaction\n"
         "  c  uniform random point reads by key on the data of (a)\n"
         "  d  full scans SELECT count(*) FROM kv on the data of (a) (and, for information,\n"
         "     SELECT sum(length(value)) FROM kv, which reads every value)\n"
-        "  e  point reads on a store of few buckets against the same rows in many buckets\n");
+        "  e  point reads on a store of few buckets against the same rows in many buckets\n"
+        "  f  transactions of 10 UPDATEs of rows in 10 different buckets (atomic multi-bucket commit)\n"
+        "  g  transactions of 10 UPDATEs of rows in one bucket (a single-bucket commit)\n");
 }
 
 Options parse_options(int argc, char** argv) {
     Options o;
-    std::optional<int64_t> a_repeats, autocommit_n, rows, reads, scans, e_rows, e_reads, e_few, e_many, e_thrash;
-    parse_args(argc, argv, o, 'a', 'e', "--only=a,c", print_usage, [&](const std::string& name, auto&& take) {
+    std::optional<int64_t> a_repeats, autocommit_n, rows, reads, scans, e_rows, e_reads, e_few, e_many, e_thrash,
+        txn_rows, txns;
+    parse_args(argc, argv, o, 'a', 'g', "--only=a,c", print_usage, [&](const std::string& name, auto&& take) {
         if (name == "--baseline") {
             o.baseline = take();
             if (o.baseline != "key" && o.baseline != "key-subkey") {
@@ -121,6 +131,10 @@ Options parse_options(int argc, char** argv) {
             e_many = parse_int(name, take(), 1);
         } else if (name == "--e-thrash-reads") {
             e_thrash = parse_int(name, take(), 0);
+        } else if (name == "--txn-rows") {
+            txn_rows = parse_int(name, take(), 1000);
+        } else if (name == "--txns") {
+            txns = parse_int(name, take(), 1);
         } else {
             return false;
         }
@@ -134,6 +148,7 @@ Options parse_options(int argc, char** argv) {
         o.e_reads = 20'000;
         o.e_few = 16;
         o.e_many = 2'048;
+        o.txns = 100;
     }
     if (rows) o.rows = *rows;
     if (a_repeats) o.a_repeats = static_cast<int>(*a_repeats);
@@ -144,6 +159,8 @@ Options parse_options(int argc, char** argv) {
     if (e_reads) o.e_reads = *e_reads;
     if (e_few) o.e_few = static_cast<int>(*e_few);
     if (e_many) o.e_many = static_cast<int>(*e_many);
+    if (txn_rows) o.txn_rows = *txn_rows;
+    if (txns) o.txns = *txns;
     // initial_buckets is rounded up to a power of two by the extension.
     for (int* n : {&o.e_few, &o.e_many}) {
         if (*n < 1 || *n > 65536 || (*n & (*n - 1)) != 0) {
@@ -397,6 +414,103 @@ void workload_b(const Env& env, const Data& data) {
     report({"b", "insert, autocommit", "aerials", n / t_aerials, "sqlite", n / t_sqlite, 0.8});
 }
 
+// --- (f), (g): transactions of 10 row updates -------------------------------
+
+// Keys of a store, grouped by the bucket that holds them (from its commit log).
+std::map<std::string, std::vector<int64_t>> keys_by_bucket(SideHandle& h, const Data& data, int64_t rows) {
+    std::unordered_map<std::string, int64_t> index;
+    for (int64_t i = 0; i < rows; ++i) index[data.keys[static_cast<size_t>(i)]] = i;
+    std::map<std::string, std::vector<int64_t>> groups;
+    Statement rows_of(*h.conn, "SELECT key, bucket FROM aerials_log(" + sql_quote(h.store_root) +
+                                   ") WHERE change_type = '00'");
+    while (rows_of.step()) {
+        std::string key = reinterpret_cast<const char*>(sqlite3_column_text(rows_of.get(), 0));
+        groups[reinterpret_cast<const char*>(sqlite3_column_text(rows_of.get(), 1))].push_back(index.at(key));
+    }
+    return groups;
+}
+
+// Runs `txns[from, to)`: each BEGIN, one UPDATE per key, COMMIT. Returns seconds.
+double update_transactions(Connection& conn, const Data& data, const std::vector<std::vector<int64_t>>& txns,
+                           int64_t from, int64_t to) {
+    Statement update(conn, "UPDATE kv SET value = ?2 WHERE key = ?1");
+    Statement begin(conn, "BEGIN");
+    Statement commit(conn, "COMMIT");
+    auto start = Clock::now();
+    for (int64_t t = from; t < to; ++t) {
+        begin.step();
+        begin.reset();
+        for (int64_t i : txns[static_cast<size_t>(t)]) {
+            const std::string& key = data.keys[static_cast<size_t>(i)];
+            sqlite3_bind_text(update.get(), 1, key.data(), static_cast<int>(key.size()), SQLITE_STATIC);
+            sqlite3_bind_blob(update.get(), 2, data.value((i + t) % static_cast<int64_t>(data.keys.size())),
+                              kValueBytes, SQLITE_STATIC);
+            update.step();
+            if (sqlite3_changes(conn.get()) != 1) throw std::runtime_error("update of " + key + " changed no row");
+            update.reset();
+        }
+        commit.step();
+        commit.reset();
+    }
+    return seconds_since(start);
+}
+
+// (f) 10 rows in 10 different buckets per transaction; (g) 10 rows of one
+// bucket per transaction (the single-bucket path: no change records).
+void workload_fg(const Env& env, const Data& data, bool spread) {
+    const char* id = spread ? "f" : "g";
+    const int64_t rows = env.options.txn_rows, n = env.options.txns;
+    line("\n(%s) %s transactions of 10 UPDATEs each %s, over %s rows (a store of 64 buckets);", id,
+         with_commas(n).c_str(), spread ? "in 10 different buckets" : "in one bucket", with_commas(rows).c_str());
+    line("    the same transactions on both sides, taking turns in %d rounds", kRounds);
+    SideHandle h[2];
+    for (Side side : {Side::kAerials, Side::kSqlite}) {
+        auto start = Clock::now();
+        SideHandle& handle = h[side == Side::kAerials ? 0 : 1];
+        handle = open_side(env, side, env.tmp / (std::string(id) + "-" + side_name(side)));
+        insert_rows(*handle.conn, data, 0, rows, 10'000);
+        setup_step(std::string(id) + "/" + side_name(side) + ": open, load " + with_commas(rows) + " rows",
+                   seconds_since(start));
+    }
+    std::map<std::string, std::vector<int64_t>> groups = keys_by_bucket(h[0], data, rows);
+    std::vector<std::vector<int64_t>*> buckets;
+    for (auto& [name, keys] : groups) {
+        if (keys.size() >= 10) buckets.push_back(&keys);
+    }
+    if (buckets.size() < 10) throw std::runtime_error("fewer than 10 buckets hold 10 keys: load more rows");
+    std::mt19937_64 rng(kSeed + (spread ? 5 : 6));
+    std::vector<std::vector<int64_t>> txns(static_cast<size_t>(n));
+    for (auto& txn : txns) {
+        if (spread) {
+            std::vector<size_t> order(buckets.size());
+            for (size_t i = 0; i < order.size(); ++i) order[i] = i;
+            std::shuffle(order.begin(), order.end(), rng);
+            for (int k = 0; k < 10; ++k) {
+                const std::vector<int64_t>& keys = *buckets[order[static_cast<size_t>(k)]];
+                txn.push_back(keys[rng() % keys.size()]);
+            }
+        } else {
+            const std::vector<int64_t>& keys = *buckets[rng() % buckets.size()];
+            std::vector<int64_t> pick = keys;
+            std::shuffle(pick.begin(), pick.end(), rng);
+            txn.assign(pick.begin(), pick.begin() + 10);
+        }
+    }
+    auto [t_aerials, t_sqlite] = interleaved(n, kRounds, [&](int side, int64_t from, int64_t to) {
+        return update_transactions(*h[side].conn, data, txns, from, to);
+    });
+    for (int side = 0; side < 2; ++side) {
+        time_line(std::string(id) + "/" + side_name(h[side].side) + ": " + with_commas(n) + " transactions",
+                  side == 0 ? t_aerials : t_sqlite);
+        verify_count(h[side], rows);
+    }
+    line("         aerials stats: %s", aerials_stats(h[0]).c_str());
+    Result r{id, spread ? "txn: 10 rows, 10 buckets" : "txn: 10 rows, 1 bucket", "aerials", n / t_aerials, "sqlite",
+             n / t_sqlite, spread ? 0.25 : 0};
+    r.unit = "txn/s";
+    report(r);
+}
+
 void workload_c(const Env& env, const Data& data) {
     const int64_t n = env.options.rows, reads = env.options.reads;
     line("\n(c) %s uniform random point reads over the %s keys of (a), same key sequence on both sides;",
@@ -640,7 +754,7 @@ int run(const Options& o) {
     line("  order      the two sides take turns (whole loads in (a), rounds in (b)-(e)), alternating which goes");
     line("             first, so that both meet the same load of this (shared) machine");
 
-    Data data(std::max({o.rows, o.autocommit_n, o.e_rows}));
+    Data data(std::max({o.rows, o.autocommit_n, o.e_rows, o.txn_rows}));
 
     bool need_a_data = o.only.count('c') || o.only.count('d');
     if (o.only.count('a')) workload_a(env, data, false);
@@ -649,6 +763,8 @@ int run(const Options& o) {
     if (o.only.count('c')) workload_c(env, data);
     if (o.only.count('d')) workload_d(env);
     if (o.only.count('e')) workload_e(env, data);
+    if (o.only.count('f')) workload_fg(env, data, true);
+    if (o.only.count('g')) workload_fg(env, data, false);
 
     g_results.print_table("Summary (ratio = measured / reference; aerials / sqlite for a-d, many / few buckets for e)",
                           44, 14, 18, "reference");

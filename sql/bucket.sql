@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS aerials_log(
   element_id  BLOB NOT NULL,
   data        BLOB
 );
-CREATE INDEX IF NOT EXISTS aerials_log_commit ON aerials_log(commit_id);
+-- No index on commit_id: it would cost every commit one more page write,
+-- and only aborts (rare) and log queries by commit id look entries up by it.
 
 PRAGMA user_version = 2;

@@ -52,7 +52,7 @@ BucketFile::BucketFile(const fs::path& root, BucketId id, const BucketConnection
         throw sqlite::Error(SQLITE_CORRUPT, "bucket file '" + path_ + "' is damaged: it has no bucket table");
     }
     if (version < schema::kBucketVersion) upgrade();
-    install_capture_functions(db_);
+    install_capture_functions(db_, &current_txn_);
     ensure_collections(collections, collections_version);
 }
 
@@ -154,8 +154,6 @@ std::string BucketFile::sql_for(BucketQuery query) const {
             return "SELECT value FROM bucket_meta WHERE name = 'records'";
         case BucketQuery::kPagesInUse:
             return "SELECT (SELECT page_count FROM pragma_page_count) - (SELECT freelist_count FROM pragma_freelist_count)";
-        case BucketQuery::kSetTxn:
-            return "UPDATE temp.aerials_ctx SET txn_id = ?1";
         case BucketQuery::kChangeRecords:
             return "SELECT txn_id, anchor, owner, created FROM main.aerials_change";
         case BucketQuery::kLastCommit:
@@ -169,6 +167,8 @@ std::string BucketFile::sql_for(BucketQuery query) const {
                    "VALUES (?1, ?2, 'PENDING', ?3, ?4, ?5)";
         case BucketQuery::kFlip:
             return "UPDATE aerials_txn SET state = 'COMMITTED', commit_ts = ?2 WHERE txn_id = ?1 AND state = 'PENDING'";
+        case BucketQuery::kDeleteChange:
+            return "DELETE FROM aerials_change WHERE txn_id = ?1";
         case BucketQuery::kDeleteTxn:
             return "DELETE FROM aerials_txn WHERE txn_id = ?1";
         case BucketQuery::kCount:
@@ -261,7 +261,7 @@ void BucketFile::begin(int savepoint_depth, int wait_ms, int held, int64_t txn_i
         rollback();
         throw BucketRetired("bucket file '" + path_ + "' was split");
     }
-    run_cached(BucketQuery::kSetTxn, {txn_id});
+    current_txn_ = txn_id;
 }
 
 bool BucketFile::begin_read() {
@@ -429,12 +429,14 @@ void BucketFile::commit(int64_t txn_id) {
 
 void BucketFile::prepare(int64_t txn_id, uint64_t anchor, const std::string* participants) {
     if (!in_txn_) throw std::logic_error("prepare of bucket '" + path_ + "' outside a transaction");
-    const std::string& owner = this_process_owner();
+    const std::string owner = this_process_owner();
     auto anchor_value = static_cast<int64_t>(anchor);
     try {
+        persisted_undo_.clear();
         for (const Collection& c : captured_) {
             if (query_int_cached(captured_any_sql(c)) == 0) continue;
-            db_.exec(create_undo_table_sql(c));
+            if (undo_tables_made_.insert(c.table).second) db_.exec(create_undo_table_sql(c));
+            persisted_undo_.push_back(c.table);
             StatementPool* pool = nullptr;
             sqlite::Statement* stmt = acquire(persist_undo_sql(c), &pool);
             stmt->bind(1, txn_id);
@@ -494,10 +496,35 @@ void BucketFile::resolve(int64_t txn_id, bool delete_record) {
     try {
         // Not synced: a resolution lost in a power failure is done again by
         // the next reader or writer that meets the change record.
-        if (own) db_.exec("PRAGMA synchronous=NORMAL; BEGIN IMMEDIATE");
-        resolve_changes(db_, txn_id);
+        if (own) {
+            run_cached(std::string("PRAGMA synchronous=NORMAL"));
+            run_cached(std::string("BEGIN IMMEDIATE"));
+        }
+        if (own && txn_id == current_txn_) {
+            // Our own transaction: we know which before-image tables it used.
+            for (const std::string& table : persisted_undo_) {
+                StatementPool* pool = nullptr;
+                sqlite::Statement* stmt =
+                    acquire("DELETE FROM " + quote_identifier(undo_table_of(table)) + " WHERE aerials_txn = ?1", &pool);
+                stmt->bind(1, txn_id);
+                try {
+                    stmt->run();
+                } catch (...) {
+                    stmt->reset();
+                    release(pool, stmt);
+                    throw;
+                }
+                release(pool, stmt);
+            }
+            run_cached(BucketQuery::kDeleteChange, {txn_id});
+        } else {
+            resolve_changes(db_, txn_id);
+        }
         if (delete_record) run_cached(BucketQuery::kDeleteTxn, {txn_id});
-        if (own) db_.exec("COMMIT; PRAGMA synchronous=" + synchronous_);
+        if (own) {
+            run_cached(std::string("COMMIT"));
+            run_cached("PRAGMA synchronous=" + synchronous_);
+        }
     } catch (const std::exception& e) {
         if (own) {
             if (sqlite3_get_autocommit(db_.get()) == 0) sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);

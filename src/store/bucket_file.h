@@ -6,6 +6,7 @@
 #include <initializer_list>
 #include <filesystem>
 #include <memory>
+#include <set>
 #include <stdexcept>
 #include <utility>
 #include <string>
@@ -37,13 +38,13 @@ enum class BucketQuery : int {
     kAddRecords,   // ?1 delta to the records counter
     kRecords,      // -> the records counter
     kPagesInUse,   // -> page_count - freelist_count
-    kSetTxn,       // ?1: the running transaction's id, for the log triggers
     kChangeRecords,  // -> txn_id, anchor, owner of unresolved transactions
     kLastCommit,   // ?1: the id of the committing transaction
     kTrimLog,      // ?1: entries to keep
     kAddChange,    // ?1 txn_id, ?2 anchor, ?3 owner, ?4 created
     kAddTxn,       // ?1 txn_id, ?2 anchor, ?3 owner, ?4 created: a PENDING record
     kFlip,         // ?1 txn_id, ?2 commit_ts: PENDING -> COMMITTED
+    kDeleteChange, // ?1 txn_id
     kDeleteTxn,    // ?1 txn_id
     kCount
 };
@@ -163,6 +164,9 @@ private:
     std::vector<StatementPool*> pools_by_query_;            // BucketQuery -> its pool
     uint64_t collections_version_ = 0;
     std::vector<Collection> captured_;  // collections whose changes this connection captures
+    int64_t current_txn_ = 0;  // read by the capture triggers (aerials_txn_id())
+    std::set<std::string> undo_tables_made_;     // aerials_undo_<table> known to exist
+    std::vector<std::string> persisted_undo_;    // tables whose before-images the last prepare() kept
     int read_depth_ = 0;
     bool retain_ = false;
     bool snapshot_open_ = false;  // a read transaction of ours is open (possibly retained)

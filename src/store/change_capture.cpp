@@ -45,15 +45,20 @@ void row_id_function(sqlite3_context* ctx, int, sqlite3_value** argv) {
     result_blob(ctx, [&] { return encode_row_id(argv[0], sqlite3_value_int64(argv[1])); });
 }
 
+void txn_id_function(sqlite3_context* ctx, int, sqlite3_value**) {
+    sqlite3_result_int64(ctx, *static_cast<const int64_t*>(sqlite3_user_data(ctx)));
+}
+
 void now_function(sqlite3_context* ctx, int, sqlite3_value**) {
     sqlite3_result_int64(ctx, std::chrono::duration_cast<std::chrono::microseconds>(
                                   std::chrono::system_clock::now().time_since_epoch()).count());
 }
 
 void create(sqlite::Database& db, const char* name, int args, void (*fn)(sqlite3_context*, int, sqlite3_value**),
-            bool deterministic) {
+            bool deterministic, const void* data = nullptr) {
     int flags = SQLITE_UTF8 | SQLITE_DIRECTONLY | (deterministic ? SQLITE_DETERMINISTIC : 0);
-    int rc = sqlite3_create_function_v2(db.get(), name, args, flags, nullptr, fn, nullptr, nullptr, nullptr);
+    int rc = sqlite3_create_function_v2(db.get(), name, args, flags, const_cast<void*>(data), fn, nullptr, nullptr,
+                                        nullptr);
     if (rc != SQLITE_OK) throw db.error(rc, std::string("registering ") + name);
 }
 
@@ -61,14 +66,13 @@ void create(sqlite::Database& db, const char* name, int args, void (*fn)(sqlite3
 
 std::string undo_table_of(const std::string& table) { return kUndoPrefix + table; }
 
-void install_capture_functions(sqlite::Database& db) {
+void install_capture_functions(sqlite::Database& db, const int64_t* txn_id) {
     create(db, "aerials_row", -1, row_function, true);
     create(db, "aerials_record_id", 2, record_id_function, true);
     create(db, "aerials_row_id", 2, row_id_function, true);
     create(db, "aerials_now_us", 0, now_function, false);
-    db.exec("PRAGMA temp_store=MEMORY; PRAGMA recursive_triggers=ON;"
-            "CREATE TEMP TABLE IF NOT EXISTS aerials_ctx(txn_id INTEGER);"
-            "INSERT INTO temp.aerials_ctx SELECT 0 WHERE NOT EXISTS (SELECT 1 FROM temp.aerials_ctx)");
+    create(db, "aerials_txn_id", 0, txn_id_function, false, txn_id);
+    db.exec("PRAGMA temp_store=MEMORY; PRAGMA recursive_triggers=ON");
 }
 
 void install_capture(sqlite::Database& db, const Collection& c) {
@@ -77,7 +81,7 @@ void install_capture(sqlite::Database& db, const Collection& c) {
     // only in temp, aerials_log only in main.
     const std::string temp = quote_identifier(temp_table_of(c));
     const std::string log = "INSERT INTO aerials_log(ts, commit_id, change_type, element_id, data) VALUES "
-                            "(aerials_now_us(), (SELECT txn_id FROM temp.aerials_ctx), ";
+                            "(aerials_now_us(), aerials_txn_id(), ";
     std::string sql;
     if (c.key_value) {
         sql = "CREATE TEMP TABLE IF NOT EXISTS temp." + temp +

@@ -20,10 +20,10 @@
 namespace aerials::store {
 
 // Registers aerials_row(...), aerials_record_id(key, subkey),
-// aerials_row_id(shard_key, rowid) and aerials_now_us() on a bucket
-// connection, and creates temp.aerials_ctx: the id of the running
-// transaction, which the triggers write into the log.
-void install_capture_functions(sqlite::Database& db);
+// aerials_row_id(shard_key, rowid), aerials_now_us() and aerials_txn_id()
+// (the value at `txn_id`, the running transaction, which the triggers write
+// into the log; it must outlive the connection) on a bucket connection.
+void install_capture_functions(sqlite::Database& db, const int64_t* txn_id);
 
 // Creates the temp before-image table and the triggers of `c` on this
 // connection (idempotent).

@@ -3,6 +3,7 @@
 #include <cerrno>
 #include <csignal>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 #include <sys/types.h>
 #include <unistd.h>
@@ -35,11 +36,13 @@ ProcessStat stat_of(long pid) {
 
 }  // namespace
 
-const std::string& this_process_owner() {
-    // A forked child gets its own identity (fork keeps static storage).
-    static thread_local std::string owner;
-    static thread_local long owner_pid = 0;
+std::string this_process_owner() {
+    // Computed once per process; a forked child (another pid) computes its own.
+    static std::mutex mutex;
+    static std::string owner;
+    static long owner_pid = 0;
     long pid = static_cast<long>(::getpid());
+    std::lock_guard<std::mutex> lock(mutex);
     if (pid != owner_pid) {
         owner = std::to_string(pid) + ":" + stat_of(pid).start_time;
         owner_pid = pid;

@@ -7,7 +7,7 @@
 
 namespace aerials::store {
 
-const std::string& this_process_owner();
+std::string this_process_owner();
 
 // False only when the owner's process is certainly gone (or never existed on
 // this machine); a malformed owner counts as gone.

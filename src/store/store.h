@@ -18,6 +18,7 @@
 
 #include "store/bucket_file.h"
 #include "store/catalog.h"
+#include "store/commit_lanes.h"
 #include "store/options.h"
 #include "store/read_pool.h"
 #include "store/txn_records.h"
@@ -143,9 +144,8 @@ private:
     static constexpr int64_t kTxnIdBlock = 1024;
     static constexpr int64_t kUserIdBlock = 1000;
 
-    // Runs fn(0..n-1) from up to kCommitThreads threads (each bucket's
-    // COMMIT waits for its own fsync; parallel commits let the file system
-    // batch them). Returns the failures, by index.
+    // Runs fn(0..n-1) on the commit lanes (store/commit_lanes.h). Returns
+    // the failures, by index.
     std::vector<std::exception_ptr> for_each_parallel(size_t n, const std::function<void(size_t)>& fn);
     void note_committed(const std::vector<std::shared_ptr<BucketFile>>& files);
     // Undoes phase one of this process's transaction `txn_id` in `prepared`
@@ -195,6 +195,7 @@ private:
     BucketConnectionSettings connection_settings_;
     std::vector<BucketId> map_;
     std::unique_ptr<ReadPool> read_pool_;
+    CommitLanes commit_lanes_{kCommitThreads - 1};
     std::vector<Collection> collections_;  // user collections known to this process
     uint64_t collections_version_ = 1;     // bumped when collections_ changes
 

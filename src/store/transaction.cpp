@@ -35,22 +35,7 @@ int64_t Store::next_id(const std::string& name) {
 }
 
 std::vector<std::exception_ptr> Store::for_each_parallel(size_t n, const std::function<void(size_t)>& fn) {
-    std::vector<std::exception_ptr> errors(n);
-    size_t lanes = std::min<size_t>(n, kCommitThreads);
-    auto lane_work = [&](size_t lane) {
-        for (size_t i = lane; i < n; i += lanes) {
-            try {
-                fn(i);
-            } catch (...) {
-                errors[i] = std::current_exception();
-            }
-        }
-    };
-    std::vector<std::thread> threads;
-    for (size_t lane = 1; lane < lanes; ++lane) threads.emplace_back(lane_work, lane);
-    if (n > 0) lane_work(0);
-    for (auto& t : threads) t.join();
-    return errors;
+    return commit_lanes_.run(n, fn);
 }
 
 void Store::note_committed(const std::vector<std::shared_ptr<BucketFile>>& files) {
@@ -123,19 +108,29 @@ void Store::finish_commit() {
     if (to_resolve_.empty()) return;
     std::vector<std::shared_ptr<BucketFile>> files;
     files.swap(to_resolve_);
-    // The coordinator last: while its record says COMMITTED, whoever meets a
-    // change record left behind resolves it; a record deleted before them
-    // would leave them undecided until the owner's process ends.
+    // The participants in parallel, the coordinator last: while its record
+    // says COMMITTED, whoever meets a change record left behind resolves it;
+    // a record deleted before them would leave them undecided until the
+    // owner's process ends.
+    std::vector<std::exception_ptr> errors =
+        for_each_parallel(files.size() - 1, [&](size_t i) { files[i + 1]->resolve(resolve_txn_); });
+    crash_point("txn:during_resolution");
     bool all_resolved = true;
-    for (size_t i = files.size(); i-- > 0;) {
+    for (const auto& error : errors) {
+        if (!error) continue;
+        all_resolved = false;
         try {
-            files[i]->resolve(resolve_txn_, i == 0 && all_resolved);
+            std::rethrow_exception(error);
         } catch (const std::exception& e) {
-            all_resolved = false;
             sqlite3_log(SQLITE_WARNING, "aerials: resolving transaction %lld deferred: %s",
                         static_cast<long long>(resolve_txn_), e.what());
         }
-        if (i + 1 == files.size()) crash_point("txn:during_resolution");
+    }
+    try {
+        files[0]->resolve(resolve_txn_, all_resolved);
+    } catch (const std::exception& e) {
+        sqlite3_log(SQLITE_WARNING, "aerials: resolving transaction %lld deferred: %s",
+                    static_cast<long long>(resolve_txn_), e.what());
     }
     trim_lru();
 }
