@@ -429,15 +429,40 @@ void ReadPool::prepare_views(sqlite::Database& db) {
     sqlite3_set_authorizer(db.get(), nullptr, nullptr);
     db.exec("PRAGMA query_only=0");
     db.exec("CREATE TEMP VIEW IF NOT EXISTS kv AS SELECT key, subkey, value FROM main.bucket");
+    // A bucket no writer touched since a table was declared has no table
+    // for it yet (writers create it): it gets an empty view of the same
+    // columns, so that queries on it read no rows instead of failing, and
+    // the view is looked at again at the next checkout.
+    bool placeholders = false;
+    sqlite::Statement current = db.prepare("SELECT sql FROM temp.sqlite_schema WHERE type = 'view' AND name = ?1");
     for (const Collection& c : collections) {
-        if (!db.table_exists(c.table)) continue;  // created in this bucket later, by a writer
-        db.exec("CREATE TEMP VIEW IF NOT EXISTS " + quote_identifier(c.name) + " AS SELECT * FROM main." +
-                quote_identifier(c.table));
+        bool exists = db.table_exists(c.table);
+        std::string body = "SELECT * FROM main." + quote_identifier(c.table);
+        if (!exists) {
+            placeholders = true;
+            std::string columns;
+            for (const CollectionColumn& column : c.columns) {
+                columns += (columns.empty() ? "NULL AS " : ", NULL AS ") + quote_identifier(column.name);
+            }
+            body = "SELECT " + columns + " WHERE 0";
+        }
+        std::string wanted = "CREATE VIEW " + quote_identifier(c.name) + " AS " + body;
+        current.bind(1, std::string_view(c.name));
+        std::string sql = current.step() ? current.column_text(0) : "";
+        current.reset();
+        if (sql == wanted) continue;
+        if (!sql.empty()) db.exec("DROP VIEW temp." + quote_identifier(c.name));
+        db.exec("CREATE TEMP VIEW " + quote_identifier(c.name) + " AS " + body);
     }
+    current = sqlite::Statement();
     db.exec("PRAGMA query_only=1");
     sqlite3_set_authorizer(db.get(), read_only_authorizer, nullptr);
     std::lock_guard<std::mutex> lock(idle_mutex_);
-    views_version_[db.get()] = version;
+    if (placeholders) {
+        views_version_.erase(db.get());
+    } else {
+        views_version_[db.get()] = version;
+    }
 }
 
 int64_t ReadPool::idle_connections() {
