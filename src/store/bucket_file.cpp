@@ -233,9 +233,9 @@ void BucketFile::begin(int savepoint_depth, int wait_ms, int held, int64_t txn_i
             // A read snapshot of this statement or transaction is open here:
             // take the write lock within it (SQLITE_BUSY_SNAPSHOT if another
             // connection committed here since: the transaction must be retried).
-            db_.exec("UPDATE bucket_meta SET value = value WHERE name = 'records'");
+            run_cached(std::string("UPDATE bucket_meta SET value = value WHERE name = 'records'"));
         } else {
-            db_.exec("BEGIN IMMEDIATE");
+            run_cached(std::string("BEGIN IMMEDIATE"));
         }
     } catch (const sqlite::Error& e) {
         sqlite3_busy_timeout(db_.get(), busy_timeout_ms_);
@@ -270,7 +270,7 @@ bool BucketFile::begin_read() {
         return false;
     }
     try {
-        db_.exec("BEGIN");
+        run_cached(std::string("BEGIN"));
     } catch (const std::exception& e) {
         rethrow(e, "begin read");
     }
@@ -365,7 +365,7 @@ void BucketFile::flush_counters() {
 void BucketFile::savepoint(int index) {
     if (!in_txn_ || (!savepoints_.empty() && savepoints_.back() >= index)) return;
     flush_counters();
-    db_.exec("SAVEPOINT s" + std::to_string(index));
+    run_cached("SAVEPOINT s" + std::to_string(index));
     savepoints_.push_back(index);
 }
 
@@ -373,7 +373,7 @@ void BucketFile::release_savepoint(int index) {
     if (!in_txn_) return;
     for (size_t i = 0; i < savepoints_.size(); ++i) {
         if (savepoints_[i] >= index) {
-            db_.exec("RELEASE s" + std::to_string(savepoints_[i]));
+            run_cached("RELEASE s" + std::to_string(savepoints_[i]));
             savepoints_.resize(i);
             break;
         }
@@ -387,7 +387,7 @@ bool BucketFile::rollback_to(int index) {
     records_delta_ = 0;
     for (size_t i = 0; i < savepoints_.size(); ++i) {
         if (savepoints_[i] == index) {
-            db_.exec("ROLLBACK TO s" + std::to_string(index));
+            run_cached("ROLLBACK TO s" + std::to_string(index));
             savepoints_.resize(i + 1);
             return true;
         }
@@ -406,7 +406,7 @@ void BucketFile::commit_now(int64_t txn_id) {
         flush_counters();
         run_cached(BucketQuery::kLastCommit, {txn_id});
         if (++commits_ % 128 == 0) run_cached(BucketQuery::kTrimLog, {log_retention_});
-        db_.exec("COMMIT");
+        run_cached(std::string("COMMIT"));
     } catch (const std::exception& e) {
         rollback();
         rethrow(e, "commit");
@@ -480,7 +480,7 @@ void BucketFile::prepare(int64_t txn_id, uint64_t anchor, const std::string* par
 
 bool BucketFile::flip(int64_t txn_id, int64_t commit_ts) {
     try {
-        db_.exec("BEGIN IMMEDIATE");
+        run_cached(std::string("BEGIN IMMEDIATE"));
         run_cached(BucketQuery::kFlip, {txn_id, commit_ts});
         bool flipped = sqlite3_changes(db_.get()) == 1;
         db_.exec(flipped ? "COMMIT" : "ROLLBACK");
