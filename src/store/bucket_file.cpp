@@ -298,67 +298,38 @@ void BucketFile::end_snapshot() {
 }
 
 std::vector<ChangeRecord> BucketFile::change_records() {
-    StatementPool* pool = nullptr;
-    sqlite::Statement* stmt = acquire(BucketQuery::kChangeRecords, &pool);
-    std::vector<ChangeRecord> records;
     try {
-        while (stmt->step()) {
-            records.push_back({stmt->column_int(0), static_cast<uint64_t>(stmt->column_int(1)), stmt->column_text(2),
-                               stmt->column_int(3)});
-        }
-        stmt->reset();
+        return use_statement(BucketQuery::kChangeRecords, [](sqlite::Statement& stmt) {
+            std::vector<ChangeRecord> records;
+            while (stmt.step()) {
+                records.push_back({stmt.column_int(0), static_cast<uint64_t>(stmt.column_int(1)), stmt.column_text(2),
+                                   stmt.column_int(3)});
+            }
+            return records;
+        });
     } catch (const std::exception& e) {
-        stmt->reset();
-        release(pool, stmt);
         rethrow(e, "read change records");
     }
-    release(pool, stmt);
-    return records;
 }
 
 void BucketFile::run_cached(BucketQuery query, std::initializer_list<int64_t> ints, const std::string* text) {
-    StatementPool* pool = nullptr;
-    sqlite::Statement* stmt = acquire(query, &pool);
-    try {
+    use_statement(query, [&](sqlite::Statement& stmt) {
         int i = 1;
         for (int64_t v : ints) {
-            stmt->bind(i++, v);
-            if (text && i == 3) stmt->bind(i++, std::string_view(*text));
+            stmt.bind(i++, v);
+            if (text && i == 3) stmt.bind(i++, std::string_view(*text));
         }
-        stmt->run();
-    } catch (...) {
-        stmt->reset();
-        release(pool, stmt);
-        throw;
-    }
-    release(pool, stmt);
+        stmt.run();
+    });
 }
 
 void BucketFile::run_cached(const std::string& sql) {
-    StatementPool* pool = nullptr;
-    sqlite::Statement* stmt = acquire(sql, &pool);
-    try {
-        stmt->run();
-    } catch (...) {
-        stmt->reset();
-        release(pool, stmt);
-        throw;
-    }
-    release(pool, stmt);
+    use_statement(sql, [](sqlite::Statement& stmt) { stmt.run(); });
 }
 
 void BucketFile::flush_counters() {
     if (!in_txn_ || records_delta_ == 0) return;
-    StatementPool* pool = nullptr;
-    sqlite::Statement* stmt = acquire(BucketQuery::kAddRecords, &pool);
-    stmt->bind(1, records_delta_);
-    try {
-        stmt->run();
-    } catch (...) {
-        release(pool, stmt);
-        throw;
-    }
-    release(pool, stmt);
+    run_cached(BucketQuery::kAddRecords, {records_delta_});
     records_delta_ = 0;
 }
 
@@ -437,17 +408,10 @@ void BucketFile::prepare(int64_t txn_id, uint64_t anchor, const std::string* par
             if (query_int_cached(captured_any_sql(c)) == 0) continue;
             if (undo_tables_made_.insert(c.table).second) db_.exec(create_undo_table_sql(c));
             persisted_undo_.push_back(c.table);
-            StatementPool* pool = nullptr;
-            sqlite::Statement* stmt = acquire(persist_undo_sql(c), &pool);
-            stmt->bind(1, txn_id);
-            try {
-                stmt->run();
-            } catch (...) {
-                stmt->reset();
-                release(pool, stmt);
-                throw;
-            }
-            release(pool, stmt);
+            use_statement(persist_undo_sql(c), [&](sqlite::Statement& stmt) {
+                stmt.bind(1, txn_id);
+                stmt.run();
+            });
             run_cached(clear_undo_sql(c));
         }
         run_cached(BucketQuery::kAddChange, {txn_id, anchor_value, now_us()}, &owner);
@@ -455,21 +419,14 @@ void BucketFile::prepare(int64_t txn_id, uint64_t anchor, const std::string* par
         // as its changes; a tombstone left by a process that took this
         // transaction for dead makes the insert (and so the commit) fail.
         if (participants) {
-            StatementPool* pool = nullptr;
-            sqlite::Statement* stmt = acquire(BucketQuery::kAddTxn, &pool);
-            try {
-                stmt->bind(1, txn_id);
-                stmt->bind(2, anchor_value);
-                stmt->bind(3, std::string_view(owner));
-                stmt->bind(4, now_us());
-                stmt->bind(5, std::string_view(*participants));
-                stmt->run();
-            } catch (...) {
-                stmt->reset();
-                release(pool, stmt);
-                throw;
-            }
-            release(pool, stmt);
+            use_statement(BucketQuery::kAddTxn, [&](sqlite::Statement& stmt) {
+                stmt.bind(1, txn_id);
+                stmt.bind(2, anchor_value);
+                stmt.bind(3, std::string_view(owner));
+                stmt.bind(4, now_us());
+                stmt.bind(5, std::string_view(*participants));
+                stmt.run();
+            });
         }
     } catch (const std::exception& e) {
         rollback();
@@ -503,18 +460,11 @@ void BucketFile::resolve(int64_t txn_id, bool delete_record) {
         if (own && txn_id == current_txn_) {
             // Our own transaction: we know which before-image tables it used.
             for (const std::string& table : persisted_undo_) {
-                StatementPool* pool = nullptr;
-                sqlite::Statement* stmt =
-                    acquire("DELETE FROM " + quote_identifier(undo_table_of(table)) + " WHERE aerials_txn = ?1", &pool);
-                stmt->bind(1, txn_id);
-                try {
-                    stmt->run();
-                } catch (...) {
-                    stmt->reset();
-                    release(pool, stmt);
-                    throw;
-                }
-                release(pool, stmt);
+                use_statement("DELETE FROM " + quote_identifier(undo_table_of(table)) + " WHERE aerials_txn = ?1",
+                              [&](sqlite::Statement& stmt) {
+                                  stmt.bind(1, txn_id);
+                                  stmt.run();
+                              });
             }
             run_cached(BucketQuery::kDeleteChange, {txn_id});
         } else {
@@ -544,34 +494,11 @@ void BucketFile::rollback() {
 }
 
 int64_t BucketFile::query_int_cached(const std::string& sql) {
-    StatementPool* pool = nullptr;
-    sqlite::Statement* stmt = acquire(sql, &pool);
-    int64_t value = 0;
-    try {
-        value = stmt->step() ? stmt->column_int(0) : 0;
-        stmt->reset();
-    } catch (...) {
-        stmt->reset();
-        release(pool, stmt);
-        throw;
-    }
-    release(pool, stmt);
-    return value;
+    return use_statement(sql, [](sqlite::Statement& stmt) { return stmt.step() ? stmt.column_int(0) : int64_t{0}; });
 }
 
 int64_t BucketFile::query_cached(BucketQuery query) {
-    StatementPool* pool = nullptr;
-    sqlite::Statement* stmt = acquire(query, &pool);
-    int64_t value = 0;
-    try {
-        value = stmt->step() ? stmt->column_int(0) : 0;
-        stmt->reset();
-    } catch (...) {
-        release(pool, stmt);
-        throw;
-    }
-    release(pool, stmt);
-    return value;
+    return use_statement(query, [](sqlite::Statement& stmt) { return stmt.step() ? stmt.column_int(0) : int64_t{0}; });
 }
 
 int64_t BucketFile::records() { return query_cached(BucketQuery::kRecords); }

@@ -146,6 +146,23 @@ public:
 private:
     std::string sql_for(BucketQuery query) const;
     int64_t query_cached(BucketQuery query);
+    // Runs fn(statement) on a statement of the pool for `key` (a BucketQuery
+    // or SQL text) and returns its result; the statement is reset and given
+    // back on every path.
+    template <class Key, class Fn>
+    auto use_statement(const Key& key, Fn&& fn) {
+        StatementPool* pool = nullptr;
+        sqlite::Statement* stmt = acquire(key, &pool);
+        struct GiveBack {
+            StatementPool* pool;
+            sqlite::Statement* stmt;
+            ~GiveBack() {
+                stmt->reset();
+                release(pool, stmt);
+            }
+        } give_back{pool, stmt};
+        return fn(*stmt);
+    }
     int64_t query_int_cached(const std::string& sql);
     void upgrade();
     void end_snapshot();

@@ -183,6 +183,10 @@ private:
     void wait_for(const Judgement& j, const BucketFile& file, std::chrono::steady_clock::time_point deadline,
                   int attempt);
     void settle_for_write(const std::shared_ptr<BucketFile>& file, int wait_ms, int held);
+    // Before a writer takes a bucket's lock: waits while an undecided
+    // transaction's change records are there (bounded by busy_timeout),
+    // recovers orphaned ones.
+    void wait_until_decided(const std::shared_ptr<BucketFile>& file);
 
     void reload_map();
     int deadlock_wait_ms();

@@ -331,9 +331,38 @@ void Store::settle(const BucketId& id) {
     for (const ChangeRecord& r : records) recover(r, id);
 }
 
-void Store::settle_for_write(const std::shared_ptr<BucketFile>& file, int wait_ms, int held) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(wait_ms);
+void Store::wait_until_decided(const std::shared_ptr<BucketFile>& file) {
+    // Without the write lock: a writer polling with BEGIN IMMEDIATE would
+    // compete for the coordinator's lock with the very flip it waits for.
+    // Waiting here cannot deadlock: an undecided transaction holds no lock
+    // and needs none but its coordinator's, which a writer cannot hold
+    // while that bucket carries the transaction's change record.
+    if (file->retains_reads() || file->in_transaction()) return;
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.busy_timeout_ms);
     for (int attempt = 0;; ++attempt) {
+        if (!file->begin_read()) return;
+        Judgement j;
+        try {
+            std::vector<ChangeRecord> records = file->change_records();
+            if (!records.empty()) j = judge(records, txn_id_);
+        } catch (...) {
+            file->end_read();
+            throw;
+        }
+        file->end_read();
+        if (j.verdict == Verdict::kVisible) return;
+        if (j.verdict == Verdict::kRecover) {
+            recover(j.record, file->id(), j.stalled);
+        } else {
+            wait_for(j, *file, deadline, attempt);
+        }
+    }
+}
+
+void Store::settle_for_write(const std::shared_ptr<BucketFile>& file, int wait_ms, int held) {
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.busy_timeout_ms);
+    for (int attempt = 0;; ++attempt) {
+        wait_until_decided(file);
         file->begin(savepoint_depth_, wait_ms, held, txn_id_);
         Judgement j;
         try {
