@@ -115,7 +115,9 @@ void BucketFile::ensure_collections(const std::vector<Collection>& collections, 
 void BucketFile::install_all_capture(const std::vector<Collection>& collections) {
     captured_.clear();
     captured_.push_back(key_value_collection());
-    for (const Collection& c : collections) captured_.push_back(c);
+    for (const Collection& c : collections) {
+        if (c.captured()) captured_.push_back(c);
+    }
     for (const Collection& c : captured_) install_capture(db_, c);
 }
 

@@ -34,6 +34,13 @@ struct Collection {
     char shard_affinity() const { return key_value ? 'b' : columns[static_cast<size_t>(shard_column)].affinity(); }
     // The table's name once a split froze its bucket.
     std::string frozen_table() const;
+    // Whether bucket connections capture this collection's changes (before-
+    // images for multi-bucket commits, the commit log). Not for the files
+    // layer's collections: their writes are crash-safe by their own design
+    // (reference counts too high, never too low; the collector removes
+    // orphans), and logging a 4 MiB chunk would write it twice.
+    bool captured() const { return name.rfind(kFilesPrefix, 0) != 0; }
+    static constexpr const char* kFilesPrefix = "files_";
 };
 
 // The built-in key-value collection.

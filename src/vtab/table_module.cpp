@@ -16,6 +16,7 @@
 #include "vtab/log_view.h"
 
 #include <algorithm>
+#include <cctype>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -97,6 +98,12 @@ int connect_common(sqlite3* db, void* aux, int argc, const char* const* argv, sq
             }
             table->collection = store::key_value_collection();
         } else {
+            std::string lower_name = argv[2];
+            for (char& c : lower_name) c = static_cast<char>(std::tolower(static_cast<unsigned char>(c)));
+            if (lower_name.rfind(store::Collection::kFilesPrefix, 0) == 0) {
+                throw std::invalid_argument(std::string("table name ") + argv[2] + " is reserved: names starting with " +
+                                            store::Collection::kFilesPrefix + " belong to the files layer");
+            }
             table->collection = store::define_collection(argv[2], parsed.definitions, parsed.shard_key);
         }
         int rc = sqlite3_declare_vtab(db, declared_schema(table->collection).c_str());

@@ -272,6 +272,16 @@ class TransactionTest(unittest.TestCase):
         self.assertGreater(first, 600 - 50 - 128)
         conn.close()
 
+    def test_files_layer_collections_are_not_logged_and_their_names_are_reserved(self):
+        self.conn.execute("CREATE VIRTUAL TABLE files USING aerials_files(root=%s)" % sql_quote(self.root))
+        self.conn.execute("INSERT INTO files(bucket, key, content) VALUES ('assets', 'a.txt', 'hello')")
+        self.conn.execute("INSERT INTO kv(key, value) VALUES ('k', 1)")
+        # Chunks would be written twice (and kept by retention) if logged.
+        self.assertEqual(self.conn.execute("SELECT key FROM aerials_log(?)", (self.root,)).fetchall(), [("k",)])
+        with self.assertRaises(Exception) as raised:
+            self.conn.execute("CREATE VIRTUAL TABLE files_mine USING aerials(root=%s, shard_key=a, a INTEGER)" % sql_quote(self.root))
+        self.assertIn("reserved", str(raised.exception))
+
     def test_next_id_is_unique_across_connections_and_never_repeats(self):
         other = open_store(self.root)
         try:
