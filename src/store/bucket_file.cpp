@@ -286,6 +286,11 @@ void BucketFile::end_read() {
     if (--read_depth_ == 0 && !retain_) end_snapshot();
 }
 
+void BucketFile::abandon_read() {
+    if (read_depth_ > 0) --read_depth_;
+    if (read_depth_ == 0) end_snapshot();
+}
+
 void BucketFile::release_retained() {
     retain_ = false;
     if (read_depth_ == 0) end_snapshot();

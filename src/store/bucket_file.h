@@ -105,6 +105,9 @@ public:
     void retain_reads() { retain_ = true; }
     bool retains_reads() const { return retain_; }
     void release_retained();
+    // Ends this read and the snapshot with it, retained or not (it must not
+    // be used again: it holds undecided changes).
+    void abandon_read();
     std::vector<ChangeRecord> change_records();
 
     // --- write transaction state (used by Store only) ---

@@ -297,16 +297,19 @@ void Store::enter_read(const std::shared_ptr<BucketFile>& file) {
     for (int attempt = 0;; ++attempt) {
         if (!file->begin_read()) return;  // inside a snapshot or this connection's write transaction
         Judgement j;
+        // A snapshot that is not settled must not stay open even when the
+        // transaction keeps its snapshots: the next begin_read() would take
+        // it as settled and read a PENDING transaction's rows.
         try {
             std::vector<ChangeRecord> records = file->change_records();
             if (records.empty()) return;
             j = judge(records, 0);
         } catch (...) {
-            file->end_read();
+            file->abandon_read();
             throw;
         }
         if (j.verdict == Verdict::kVisible) return;
-        file->end_read();
+        file->abandon_read();
         if (j.verdict == Verdict::kRecover) {
             recover(j.record, file->id(), j.stalled);
         } else {
@@ -379,7 +382,16 @@ void Store::settle_for_write(const std::shared_ptr<BucketFile>& file, int wait_m
             file->rollback();
             throw;
         }
+        bool read_here = file->retains_reads();
         file->rollback();
+        if (read_here) {
+            // The row being written may have been computed from what this
+            // transaction read here; waiting and writing it later could
+            // overwrite what that transaction does. The caller retries.
+            throw sqlite::Error(SQLITE_BUSY, "bucket '" + file->path() + "' holds changes of transaction " +
+                                                 std::to_string(j.record.txn_id) + " (" + j.why +
+                                                 ") that this transaction's read of it did not settle: retry");
+        }
         if (j.verdict == Verdict::kRecover) {
             recover(j.record, file->id(), j.stalled);
         } else {
