@@ -9,7 +9,6 @@
 #include <cstdint>
 #include <random>
 #include <list>
-#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -86,6 +85,10 @@ public:
     // owner died or that was aborted. Changes of COMMITTED transactions are
     // visible. Pair with file->end_read().
     void enter_read(const std::shared_ptr<BucketFile>& file);
+    // Brings bucket `id` to a state without change records of decided or
+    // orphaned transactions (waiting for undecided ones, bounded). For readers
+    // that cannot settle themselves (the worker threads).
+    void settle(const BucketId& id);
 
     // Transaction control, idempotent so that several virtual tables sharing
     // this store may each forward SQLite's calls.
@@ -144,9 +147,6 @@ private:
     static constexpr int64_t kTxnIdBlock = 1024;
     static constexpr int64_t kUserIdBlock = 1000;
 
-    // Runs fn(0..n-1) on the commit lanes (store/commit_lanes.h). Returns
-    // the failures, by index.
-    std::vector<std::exception_ptr> for_each_parallel(size_t n, const std::function<void(size_t)>& fn);
     void note_committed(const std::vector<std::shared_ptr<BucketFile>>& files);
     // Undoes phase one of this process's transaction `txn_id` in `prepared`
     // after marking its record ABORTED.
@@ -171,21 +171,15 @@ private:
     bool recover(const ChangeRecord& record, const BucketId& id, bool owner_known_gone = false);
     // Resolves (COMMITTED) or undoes (ABORTED) `txn_id` in bucket `id`.
     void apply_decision(int64_t txn_id, const BucketId& id, TxnState decision);
-public:
-    // Brings bucket `id` to a state without change records of decided or
-    // orphaned transactions (waiting for undecided ones, bounded). For readers
-    // that cannot settle themselves (the worker threads).
-    void settle(const BucketId& id);
-private:
     sqlite::Database open_plain(const BucketId& id, int busy_ms);
     // Sleeps before another look at a pending transaction; throws
     // SQLITE_BUSY naming it once `deadline` passed.
     void wait_for(const Judgement& j, const BucketFile& file, std::chrono::steady_clock::time_point deadline,
                   int attempt);
     void settle_for_write(const std::shared_ptr<BucketFile>& file, int wait_ms, int held);
-    // Before a writer takes a bucket's lock: waits while an undecided
-    // transaction's change records are there (bounded by busy_timeout),
-    // recovers orphaned ones.
+    // After a writer met an undecided transaction under the bucket's lock and
+    // let it go: waits, without the lock, until the transaction is decided
+    // (bounded by busy_timeout), recovering it if its owner is gone.
     void wait_until_decided(const std::shared_ptr<BucketFile>& file);
 
     void reload_map();

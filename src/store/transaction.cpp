@@ -15,7 +15,6 @@
 // COMMITTED, and puts the before-images back when it is ABORTED or its owner
 // died. A writer does the same before it writes.
 #include <algorithm>
-#include <functional>
 #include <thread>
 
 #include "store/crash_point.h"
@@ -32,10 +31,6 @@ int64_t Store::next_id(const std::string& name) {
         block.end = block.next + size;
     }
     return block.next++;
-}
-
-std::vector<std::exception_ptr> Store::for_each_parallel(size_t n, const std::function<void(size_t)>& fn) {
-    return commit_lanes_.run(n, fn);
 }
 
 void Store::note_committed(const std::vector<std::shared_ptr<BucketFile>>& files) {
@@ -66,7 +61,7 @@ void Store::commit_point() {
     const uint64_t anchor = files[0]->id().lo();
     std::string participants;
     for (const auto& file : files) participants += (participants.empty() ? "" : ",") + hex64(file->id().lo());
-    std::vector<std::exception_ptr> errors = for_each_parallel(
+    std::vector<std::exception_ptr> errors = commit_lanes_.run(
         files.size(), [&](size_t i) { files[i]->prepare(txn_id, anchor, i == 0 ? &participants : nullptr); });
     std::vector<std::shared_ptr<BucketFile>> prepared;
     std::exception_ptr first_error;
@@ -113,7 +108,7 @@ void Store::finish_commit() {
     // a record deleted before them would leave them undecided until the
     // owner's process ends.
     std::vector<std::exception_ptr> errors =
-        for_each_parallel(files.size() - 1, [&](size_t i) { files[i + 1]->resolve(resolve_txn_); });
+        commit_lanes_.run(files.size() - 1, [&](size_t i) { files[i + 1]->resolve(resolve_txn_); });
     crash_point("txn:during_resolution");
     bool all_resolved = true;
     for (const auto& error : errors) {
@@ -363,9 +358,7 @@ void Store::wait_until_decided(const std::shared_ptr<BucketFile>& file) {
 }
 
 void Store::settle_for_write(const std::shared_ptr<BucketFile>& file, int wait_ms, int held) {
-    auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(options_.busy_timeout_ms);
-    for (int attempt = 0;; ++attempt) {
-        wait_until_decided(file);
+    for (;;) {
         file->begin(savepoint_depth_, wait_ms, held, txn_id_);
         Judgement j;
         try {
@@ -395,7 +388,7 @@ void Store::settle_for_write(const std::shared_ptr<BucketFile>& file, int wait_m
         if (j.verdict == Verdict::kRecover) {
             recover(j.record, file->id(), j.stalled);
         } else {
-            wait_for(j, *file, deadline, attempt);
+            wait_until_decided(file);
         }
     }
 }
