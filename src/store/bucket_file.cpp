@@ -462,7 +462,16 @@ void BucketFile::resolve(int64_t txn_id, bool delete_record) {
         // the next reader or writer that meets the change record.
         if (own) {
             run_cached(std::string("PRAGMA synchronous=NORMAL"));
-            run_cached(std::string("BEGIN IMMEDIATE"));
+            // Never wait for the lock: whoever holds it has met the change
+            // record and resolves it inside its own transaction.
+            sqlite3_busy_timeout(db_.get(), 0);
+            try {
+                run_cached(std::string("BEGIN IMMEDIATE"));
+            } catch (...) {
+                sqlite3_busy_timeout(db_.get(), busy_timeout_ms_);
+                throw;
+            }
+            sqlite3_busy_timeout(db_.get(), busy_timeout_ms_);
         }
         if (own && txn_id == current_txn_) {
             // Our own transaction: we know which before-image tables it used.
