@@ -116,10 +116,10 @@ void copy_columns(sqlite::Statement& insert, sqlite::Statement& source, int n) {
 
 void BucketBuilder::insert_txn_record(sqlite::Statement& source) {
     if (!insert_txn_) {
-        insert_txn_ = db_.prepare("INSERT INTO aerials_txn(txn_id, anchor, state, commit_ts, owner, created) "
-                                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6)");
+        insert_txn_ = db_.prepare("INSERT INTO aerials_txn(txn_id, anchor, state, commit_ts, owner, created, participants) "
+                                  "VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)");
     }
-    copy_columns(insert_txn_, source, 6);
+    copy_columns(insert_txn_, source, 7);
 }
 
 void BucketBuilder::insert_log_entry(sqlite::Statement& source) {

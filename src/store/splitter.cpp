@@ -85,7 +85,7 @@ std::vector<BucketMeta> build_children(Catalog& catalog, sqlite::Database& sourc
     // log entries their element, so each child's log covers its own records.
     if (source.table_exists("aerials_txn")) {
         sqlite::Statement txns =
-            source.prepare("SELECT txn_id, anchor, state, commit_ts, owner, created FROM aerials_txn");
+            source.prepare("SELECT txn_id, anchor, state, commit_ts, owner, created, participants FROM aerials_txn");
         while (txns.step()) {
             builders[parent.child_index(static_cast<Hash>(txns.column_int(1)), k)]->insert_txn_record(txns);
         }

@@ -119,6 +119,46 @@ class CrashPointTest(unittest.TestCase):
     def test_crash_after_the_flip_rolls_forward(self):
         self.assert_everything(*self.run_crash("txn:after_flip"))
 
+    def test_buckets_holding_transaction_records_still_split(self):
+        # An aborted transaction leaves its record (a tombstone) in its
+        # coordinator; a split must carry it over, whole, to a child.
+        with tempfile.TemporaryDirectory(prefix="aerials-txn-") as tmp:
+            root = os.path.join(tmp, "s")
+            conn = open_store(root, ", initial_buckets=2, max_records=60")
+            conn.execute("BEGIN")
+            conn.executemany("INSERT INTO acc(id, balance) VALUES (?, 100)", [(i,) for i in range(40)])
+            conn.execute("COMMIT")
+            conn.close()
+            env = dict(os.environ, AERIALS_CRASH_POINT="txn:after_changes")
+            child = subprocess.run([sys.executable, "-c", CHILD % {"here": HERE}, root], env=env,
+                                   capture_output=True, text=True, timeout=60)
+            self.assertEqual(child.returncode, -9, child.stderr)
+            conn = open_store(root)
+            self.assertEqual(dict(conn.execute("SELECT id, balance FROM acc")), {i: 100 for i in range(40)})
+            tombstones = self.aborted_records(root)
+            self.assertEqual(len(tombstones), 1)
+            conn.executemany("INSERT INTO kv(key, value) VALUES (?, ?)", [("k%04d" % i, i) for i in range(600)])
+            counts = [r for (r,) in conn.execute("SELECT records FROM aerials_buckets(?)", (root,))]
+            conn.close()
+            self.assertGreater(len(counts), 2, "the buckets split")
+            self.assertLessEqual(max(counts), 60, "no bucket stays over max_records")
+            self.assertEqual(self.aborted_records(root), tombstones, "the tombstone moved whole")
+
+    @staticmethod
+    def aborted_records(root):
+        import sqlite3
+        found = []
+        for dirpath, _, files in os.walk(root):
+            for name in files:
+                if name.endswith(".sq3") and name != "aerial.sq3":
+                    db = sqlite3.connect(os.path.join(dirpath, name))
+                    try:
+                        found += db.execute("SELECT txn_id, anchor, owner, created, participants FROM aerials_txn "
+                                            "WHERE state = 'ABORTED'").fetchall()
+                    finally:
+                        db.close()
+        return sorted(found)
+
     def test_crash_during_resolution_rolls_forward(self):
         self.assert_everything(*self.run_crash("txn:during_resolution"))
 
