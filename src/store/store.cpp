@@ -219,6 +219,7 @@ void Store::split_pending() {
         } catch (const std::exception& e) {
             // The data is committed; a split that fails (another process holds
             // the lock, a full disk) is retried after the bucket's next commit.
+            ++stats_.splits_deferred;
             sqlite3_log(SQLITE_WARNING, "aerials: split of bucket '%s' deferred: %s", id.relative_path().c_str(),
                         e.what());
         }

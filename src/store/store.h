@@ -28,6 +28,7 @@ struct StoreStats {
     int64_t bucket_opens = 0;   // bucket files opened (LRU misses)
     int64_t bucket_visits = 0;  // bucket accesses made for queries and writes
     int64_t splits = 0;         // splits this process switched over
+    int64_t splits_deferred = 0;  // splits that failed (lock, full disk, error) and wait for the next commit
     int64_t map_reloads = 0;    // catalog reloads after meeting a split bucket
     int64_t open_now = 0;
     int64_t worker_connections = 0;  // idle read connections of the worker threads

@@ -231,6 +231,7 @@ void stats_function(sqlite3_context* ctx, int, sqlite3_value** argv) {
         std::string json = "{\"bucket_opens\":" + std::to_string(s.bucket_opens) +
                            ",\"bucket_visits\":" + std::to_string(s.bucket_visits) +
                            ",\"splits\":" + std::to_string(s.splits) +
+                           ",\"splits_deferred\":" + std::to_string(s.splits_deferred) +
                            ",\"map_reloads\":" + std::to_string(s.map_reloads) +
                            ",\"open_now\":" + std::to_string(s.open_now) +
                            ",\"worker_connections\":" + std::to_string(s.worker_connections) +

@@ -2,6 +2,7 @@
 records, crash points in the protocol, conflicts, savepoints,
 read-your-writes, the commit log and id sequences."""
 
+import json
 import os
 import subprocess
 import sys
@@ -139,6 +140,8 @@ class CrashPointTest(unittest.TestCase):
             self.assertEqual(len(tombstones), 1)
             conn.executemany("INSERT INTO kv(key, value) VALUES (?, ?)", [("k%04d" % i, i) for i in range(600)])
             counts = [r for (r,) in conn.execute("SELECT records FROM aerials_buckets(?)", (root,))]
+            stats = json.loads(conn.execute("SELECT aerials_stats(?)", (root,)).fetchone()[0])
+            self.assertEqual(stats["splits_deferred"], 0)
             conn.close()
             self.assertGreater(len(counts), 2, "the buckets split")
             self.assertLessEqual(max(counts), 60, "no bucket stays over max_records")
