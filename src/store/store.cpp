@@ -27,6 +27,8 @@ void Store::register_collection(const Collection& collection) {
 
 Store::~Store() {
     rollback_all();
+    // The last chance in this process: worth a short wait.
+    retry_deferred_resolutions(std::min(options_.busy_timeout_ms, 2000));
     try {
         flush_meta();
     } catch (const std::exception& e) {

@@ -171,7 +171,14 @@ private:
     // aborting its own transaction).
     bool recover(const ChangeRecord& record, const BucketId& id, bool owner_known_gone = false);
     // Resolves (COMMITTED) or undoes (ABORTED) `txn_id` in bucket `id`.
-    void apply_decision(int64_t txn_id, const BucketId& id, TxnState decision);
+    // busy_ms < 0: wait up to busy_timeout for the bucket's lock.
+    void apply_decision(int64_t txn_id, const BucketId& id, TxnState decision, int busy_ms = -1);
+    // Retries resolutions finish_commit could not do at once (a writer held
+    // the bucket; it resolves the records inline, but the coordinator's
+    // COMMITTED record can go only once every participant is resolved).
+    // Waits at most busy_ms for a lock: what is still busy stays for the
+    // next commit.
+    void retry_deferred_resolutions(int busy_ms);
     sqlite::Database open_plain(const BucketId& id, int busy_ms);
     // Sleeps before another look at a pending transaction; throws
     // SQLITE_BUSY naming it once `deadline` passed.
@@ -209,6 +216,13 @@ private:
     void release_retained();
     std::vector<std::shared_ptr<BucketFile>> to_resolve_;  // past the commit point, change records left
     int64_t resolve_txn_ = 0;
+    struct DeferredResolution {
+        int64_t txn_id;
+        uint64_t anchor;                  // routes to the coordinator
+        std::vector<uint64_t> unresolved;  // start hashes of participants not yet resolved
+    };
+    std::vector<DeferredResolution> deferred_;
+    static constexpr size_t kMaxDeferred = 1024;
     struct IdBlock {
         int64_t next = 0, end = 0;
     };

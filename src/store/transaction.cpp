@@ -53,6 +53,7 @@ void Store::commit_point() {
     if (files.size() == 1) {
         files[0]->commit(txn_id);  // rolls itself back on failure
         note_committed(files);
+        if (!deferred_.empty()) retry_deferred_resolutions(0);
         trim_lru();
         return;
     }
@@ -111,9 +112,12 @@ void Store::finish_commit() {
         commit_lanes_.run(files.size() - 1, [&](size_t i) { files[i + 1]->resolve(resolve_txn_); });
     crash_point("txn:during_resolution");
     bool all_resolved = true;
-    for (const auto& error : errors) {
+    DeferredResolution deferred{resolve_txn_, files[0]->id().lo(), {}};
+    for (size_t i = 0; i < errors.size(); ++i) {
+        const auto& error = errors[i];
         if (!error) continue;
         all_resolved = false;
+        deferred.unresolved.push_back(files[i + 1]->id().lo());
         try {
             std::rethrow_exception(error);
         } catch (const std::exception& e) {
@@ -124,10 +128,58 @@ void Store::finish_commit() {
     try {
         files[0]->resolve(resolve_txn_, all_resolved);
     } catch (const std::exception& e) {
+        // Its change records are resolved by the writer holding it; the
+        // record is forgotten by the retry.
+        all_resolved = false;
+        deferred.unresolved.push_back(files[0]->id().lo());
         sqlite3_log(SQLITE_WARNING, "aerials: resolving transaction %lld deferred: %s",
                     static_cast<long long>(resolve_txn_), e.what());
     }
+    retry_deferred_resolutions(0);
+    if (!all_resolved) {
+        if (deferred_.size() >= kMaxDeferred) {
+            // Left to the readers and writers that meet the records; only
+            // the COMMITTED record lingers in its coordinator.
+            sqlite3_log(SQLITE_WARNING, "aerials: %zu resolutions deferred; transaction %lld left to its readers",
+                        deferred_.size(), static_cast<long long>(deferred_.front().txn_id));
+            deferred_.erase(deferred_.begin());
+        }
+        deferred_.push_back(std::move(deferred));
+    }
     trim_lru();
+}
+
+void Store::retry_deferred_resolutions(int busy_ms) {
+    std::vector<DeferredResolution> still;
+    for (DeferredResolution& d : deferred_) {
+        try {
+            std::vector<uint64_t> left;
+            for (uint64_t start : d.unresolved) {
+                try {
+                    apply_decision(d.txn_id, route(start), TxnState::kCommitted, busy_ms);
+                } catch (const sqlite::Error& e) {
+                    if (e.primary_code() != SQLITE_BUSY) throw;
+                    left.push_back(start);
+                }
+            }
+            d.unresolved.swap(left);
+            if (d.unresolved.empty()) {
+                sqlite::Database db = open_plain(route(d.anchor), busy_ms);
+                forget_txn_record(db, d.txn_id, TxnState::kCommitted);
+                continue;
+            }
+        } catch (const sqlite::Error& e) {
+            if (e.primary_code() != SQLITE_BUSY) {
+                sqlite3_log(SQLITE_WARNING, "aerials: resolving transaction %lld deferred: %s",
+                            static_cast<long long>(d.txn_id), e.what());
+            }
+        } catch (const std::exception& e) {
+            sqlite3_log(SQLITE_WARNING, "aerials: resolving transaction %lld deferred: %s",
+                        static_cast<long long>(d.txn_id), e.what());
+        }
+        still.push_back(std::move(d));
+    }
+    deferred_.swap(still);
 }
 
 void Store::commit_all() {
@@ -156,15 +208,30 @@ void Store::abort_prepared(const std::vector<std::shared_ptr<BucketFile>>& prepa
         sqlite3_log(SQLITE_WARNING, "aerials: could not mark transaction %lld aborted: %s",
                     static_cast<long long>(txn_id), e.what());
     }
+    bool all_undone = true;
     for (const auto& file : prepared) {
         try {
             recover(record, file->id(), true);
+            sqlite::Database db = open_plain(route(file->id().lo()), options_.busy_timeout_ms);
+            for (const ChangeRecord& r : read_change_records(db)) all_undone &= r.txn_id != txn_id;
         } catch (const std::exception& e) {
             // Left for the next reader or writer of the bucket, which finds
             // the change record and this process gone or the record ABORTED.
+            all_undone = false;
             sqlite3_log(SQLITE_WARNING, "aerials: undo of transaction %lld in '%s' deferred: %s",
                         static_cast<long long>(txn_id), file->path().c_str(), e.what());
         }
+    }
+    if (!all_undone) return;
+    // The tombstone kept this process from committing the transaction later;
+    // this process is the owner and has given it up, and no bucket holds its
+    // changes any more, so nothing needs the record.
+    try {
+        sqlite::Database db = open_plain(route(anchor), options_.busy_timeout_ms);
+        forget_txn_record(db, txn_id, TxnState::kAborted);
+    } catch (const std::exception& e) {
+        sqlite3_log(SQLITE_WARNING, "aerials: tombstone of transaction %lld kept: %s", static_cast<long long>(txn_id),
+                    e.what());
     }
 }
 
@@ -242,15 +309,13 @@ bool Store::recover(const ChangeRecord& record, const BucketId& id, bool owner_k
     }
     if (decision == TxnState::kCommitted && !participants.empty()) {
         sqlite::Database db = open_plain(route(record.anchor), options_.busy_timeout_ms);
-        sqlite::Statement forget = db.prepare("DELETE FROM aerials_txn WHERE txn_id = ?1 AND state = 'COMMITTED'");
-        forget.bind(1, record.txn_id);
-        forget.run();
+        forget_txn_record(db, record.txn_id, TxnState::kCommitted);
     }
     return true;
 }
 
-void Store::apply_decision(int64_t txn_id, const BucketId& id, TxnState decision) {
-    sqlite::Database db = open_plain(id, options_.busy_timeout_ms);
+void Store::apply_decision(int64_t txn_id, const BucketId& id, TxnState decision, int busy_ms) {
+    sqlite::Database db = open_plain(id, busy_ms < 0 ? options_.busy_timeout_ms : busy_ms);
     sqlite::Transaction txn(db, "BEGIN IMMEDIATE");
     bool still_there = false;
     for (const ChangeRecord& r : read_change_records(db)) still_there |= r.txn_id == txn_id;

@@ -102,6 +102,13 @@ TxnState abort_txn_record(sqlite::Database& db, int64_t txn_id, uint64_t anchor,
     return TxnState::kAborted;
 }
 
+void forget_txn_record(sqlite::Database& db, int64_t txn_id, TxnState state) {
+    sqlite::Statement forget = db.prepare("DELETE FROM aerials_txn WHERE txn_id = ?1 AND state = ?2");
+    forget.bind(1, txn_id);
+    forget.bind(2, std::string_view(to_string(state)));
+    forget.run();
+}
+
 void resolve_changes(sqlite::Database& db, int64_t txn_id) {
     for (const std::string& undo : undo_tables(db)) {
         run_changes(db, "DELETE FROM " + quote_identifier(undo) + " WHERE aerials_txn = ?1", txn_id);

@@ -39,6 +39,11 @@ std::optional<TxnRecord> read_txn_record(sqlite::Database& db, int64_t txn_id);
 // cannot create it as PENDING later. Returns the final state.
 TxnState abort_txn_record(sqlite::Database& db, int64_t txn_id, uint64_t anchor, const std::string& owner);
 
+// Deletes the record of `txn_id` if it is in `state`. Only once no bucket
+// holds change records of the transaction: a reader that met one and found
+// no record would take the transaction for undecided.
+void forget_txn_record(sqlite::Database& db, int64_t txn_id, TxnState state);
+
 // A committed transaction's change record and before-images go; the rows
 // stay as they are.
 void resolve_changes(sqlite::Database& db, int64_t txn_id);

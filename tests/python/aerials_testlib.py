@@ -172,3 +172,24 @@ class AerialsTestCase(unittest.TestCase):
             conn.execute(sql, params).fetchall()
         self.assertIn(fragment, str(caught.exception))
         return caught.exception
+
+
+def leftovers(root):
+    """Change records, transaction records and before-images left in bucket files."""
+    found = []
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            if not name.endswith(".sq3") or name == "aerial.sq3":
+                continue
+            db = sqlite3.connect(os.path.join(dirpath, name))
+            try:
+                changes = db.execute("SELECT count(*) FROM aerials_change").fetchone()[0]
+                txns = db.execute("SELECT count(*) FROM aerials_txn WHERE state != 'ABORTED'").fetchone()[0]
+                undo = 0
+                for (table,) in db.execute("SELECT name FROM sqlite_schema WHERE name LIKE 'aerials_undo_%'").fetchall():
+                    undo += db.execute('SELECT count(*) FROM "%s"' % table).fetchone()[0]
+                if changes or txns or undo:
+                    found.append((name, changes, txns, undo))
+            finally:
+                db.close()
+    return found

@@ -18,6 +18,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import fault_worker  # noqa: E402
 from fault_worker import Worker, verify_store  # noqa: E402
+from aerials_testlib import leftovers  # noqa: E402
 
 
 def open_fds():
@@ -57,6 +58,9 @@ class ConcurrentWritersTest(unittest.TestCase):
         self.assertEqual(failures, [], "writers failed")
         self.assertEqual(len(acked), len(workers) * keys_each)
         self.assertEqual(present, acked, "every key written, nothing else")
+        # Writers that finished and closed leave no protocol state behind:
+        # change records, before-images, or COMMITTED transaction records.
+        self.assertEqual(leftovers(root), [])
 
     def test_four_writers_autocommit_and_transactions(self):
         # The workload of the issue: 1,500 keys per writer, alternating

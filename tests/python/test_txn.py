@@ -10,7 +10,7 @@ import tempfile
 import textwrap
 import unittest
 
-from aerials_testlib import connect, sql_quote
+from aerials_testlib import connect, leftovers, sql_quote
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -29,32 +29,10 @@ def buckets_of(conn, root, keys):
     return {k: b for k, b in rows if k in keys}
 
 
-def leftovers(root):
-    """Change records, transaction records and before-images left in bucket files."""
-    import sqlite3
-    found = []
-    for dirpath, _, files in os.walk(root):
-        for name in files:
-            if not name.endswith(".sq3") or name == "aerial.sq3":
-                continue
-            db = sqlite3.connect(os.path.join(dirpath, name))
-            try:
-                changes = db.execute("SELECT count(*) FROM aerials_change").fetchone()[0]
-                txns = db.execute("SELECT count(*) FROM aerials_txn WHERE state != 'ABORTED'").fetchone()[0]
-                undo = 0
-                for (table,) in db.execute("SELECT name FROM sqlite_schema WHERE name LIKE 'aerials_undo_%'").fetchall():
-                    undo += db.execute('SELECT count(*) FROM "%s"' % table).fetchone()[0]
-                if changes or txns or undo:
-                    found.append((name, changes, txns, undo))
-            finally:
-                db.close()
-    return found
-
-
 CHILD = textwrap.dedent("""
     import sys, sqlite3
     sys.path.insert(0, %(here)r)
-    from aerials_testlib import connect, sql_quote
+    from aerials_testlib import connect, leftovers, sql_quote
     root = sys.argv[1]
     conn = connect()
     conn.execute("CREATE VIRTUAL TABLE acc USING aerials(root=%%s, shard_key=id, id INTEGER PRIMARY KEY, "
