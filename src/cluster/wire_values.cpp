@@ -23,10 +23,87 @@ const char* type_name(const nlohmann::json& j) {
     }
 }
 
+// nlohmann's MessagePack reader recurses once per nesting level: a body of a
+// million one-element arrays would overflow the stack. This walk checks the
+// structure without recursion first: nesting depth, and counts and lengths
+// that fit in what is left of the body.
+void check_msgpack_shape(std::string_view b) {
+    constexpr size_t kMaxDepth = 32;
+    std::vector<uint64_t> open;  // items still expected by each open container
+    size_t at = 0;
+    auto need = [&](uint64_t n) {
+        if (n > b.size() - at) throw WireError("malformed MessagePack body: truncated at byte " + std::to_string(at));
+    };
+    auto big_endian = [&](size_t width) {
+        need(width);
+        uint64_t v = 0;
+        for (size_t i = 0; i < width; ++i) v = (v << 8) | static_cast<uint8_t>(b[at + i]);
+        at += width;
+        return v;
+    };
+    uint64_t expected = 1;  // the top-level object
+    while (expected > 0 || !open.empty()) {
+        if (expected == 0) {
+            expected = open.back();
+            open.pop_back();
+            continue;
+        }
+        --expected;
+        need(1);
+        uint8_t t = static_cast<uint8_t>(b[at++]);
+        uint64_t skip = 0, children = 0;
+        if (t <= 0x7f || t >= 0xe0 || t == 0xc0 || t == 0xc2 || t == 0xc3) {
+        } else if (t >= 0x80 && t <= 0x8f) {
+            children = 2 * uint64_t(t & 0x0f);
+        } else if (t >= 0x90 && t <= 0x9f) {
+            children = t & 0x0f;
+        } else if (t >= 0xa0 && t <= 0xbf) {
+            skip = t & 0x1f;
+        } else {
+            switch (t) {
+                case 0xc4: case 0xd9: skip = big_endian(1); break;
+                case 0xc5: case 0xda: skip = big_endian(2); break;
+                case 0xc6: case 0xdb: skip = big_endian(4); break;
+                case 0xc7: skip = big_endian(1) + 1; break;
+                case 0xc8: skip = big_endian(2) + 1; break;
+                case 0xc9: skip = big_endian(4) + 1; break;
+                case 0xca: skip = 4; break;
+                case 0xcb: skip = 8; break;
+                case 0xcc: case 0xd0: skip = 1; break;
+                case 0xcd: case 0xd1: skip = 2; break;
+                case 0xce: case 0xd2: skip = 4; break;
+                case 0xcf: case 0xd3: skip = 8; break;
+                case 0xd4: skip = 2; break;
+                case 0xd5: skip = 3; break;
+                case 0xd6: skip = 5; break;
+                case 0xd7: skip = 9; break;
+                case 0xd8: skip = 17; break;
+                case 0xdc: children = big_endian(2); break;
+                case 0xdd: children = big_endian(4); break;
+                case 0xde: children = 2 * big_endian(2); break;
+                case 0xdf: children = 2 * big_endian(4); break;
+                default: throw WireError("malformed MessagePack body: byte 0x" + std::to_string(t) + " is no type");
+            }
+        }
+        need(skip);
+        at += skip;
+        if (children > 0) {
+            need(children);  // every item takes at least one byte
+            if (open.size() + 1 > kMaxDepth) {
+                throw WireError("MessagePack body nested deeper than " + std::to_string(kMaxDepth) + " levels");
+            }
+            open.push_back(expected);
+            expected = children;
+        }
+    }
+    if (at != b.size()) throw WireError("malformed MessagePack body: " + std::to_string(b.size() - at) + " bytes after the end");
+}
+
 }  // namespace
 
 nlohmann::json decode_msgpack_body(std::string_view body) {
     if (body.empty()) throw WireError("empty body: expected a MessagePack map");
+    check_msgpack_shape(body);
     nlohmann::json document;
     try {
         document = nlohmann::json::from_msgpack(body.begin(), body.end(), true, true);

@@ -209,6 +209,7 @@ bool Api::forward_unless_owned(const httplib::Request& req, httplib::Response& r
         throw HttpError(502, "forward_failed", "forwarding to node " + owner + " (" + target->address + ") failed: " + reply.error);
     }
     res.status = reply.status;
+    res.set_header("X-Aerials-Forwarded-To", owner);
     res.set_content(reply.body, reply.content_type.empty() ? kJson : reply.content_type.c_str());
     return true;
 }
@@ -407,6 +408,9 @@ void Api::map_query(const httplib::Request& req, httplib::Response& res) {
     json request = decode_msgpack(req);
     std::string sql = cluster::string_field(request, "sql");
     auto s = node_.store.session();
+    // The query sees every collection of the catalog, also those another
+    // worker connection defined since this one opened the store.
+    s->load_all_collections();
     std::string quoted = "'";
     for (char c : sql) {
         quoted.push_back(c);
@@ -436,15 +440,32 @@ void Api::map_query(const httplib::Request& req, httplib::Response& res) {
         Session& s;
         ~Drop() { sqlite3_exec(s.db(), "DROP TABLE IF EXISTS temp.aerials_map_query", nullptr, nullptr, nullptr); }
     } drop{*s};
+    int columns = 0;
+    {
+        sqlite::Statement count = s->database().prepare("SELECT count(*) FROM pragma_table_info('aerials_map_query', 'temp')");
+        columns = count.step() ? static_cast<int>(count.column_int(0)) : 0;
+    }
+    if (columns == 0) {
+        // A statement that returns no columns is no query (DROP, CREATE, ...):
+        // the workers' authorizer would refuse it in every bucket anyway.
+        throw HttpError(400, "read_only", "map-reduce runs read-only queries that return rows (SELECT ...) only");
+    }
     sqlite::Statement select = s->database().prepare("SELECT * FROM temp.aerials_map_query");
-    json result;
     json names = json::array();
     for (int i = 0; i < sqlite3_column_count(select.get()); ++i) names.push_back(sqlite3_column_name(select.get(), i));
     json rows = json::array();
-    while (select.step()) {
-        json row = json::array();
-        for (int i = 0; i < sqlite3_column_count(select.get()); ++i) row.push_back(cluster::value_to_wire(select.column_value(i)));
-        rows.push_back(std::move(row));
+    try {
+        while (select.step()) {
+            json row = json::array();
+            for (int i = 0; i < sqlite3_column_count(select.get()); ++i) row.push_back(cluster::value_to_wire(select.column_value(i)));
+            rows.push_back(std::move(row));
+        }
+    } catch (const sqlite::Error& e) {
+        std::string message = e.what();
+        if (message.find("not authorized") != std::string::npos || message.find("read-only") != std::string::npos) {
+            throw HttpError(400, "read_only", message);
+        }
+        throw;
     }
     send_msgpack(res, {{"columns", std::move(names)}, {"rows", std::move(rows)}});
 }
@@ -532,6 +553,7 @@ void Api::install() {
         std::string given = req.get_header_value("X-Trace-Id");
         t_trace = valid_trace_id(given) ? given : random_hex(16);
         res.set_header("X-Trace-Id", t_trace);
+        res.set_header("X-Aerials-Node", node.cluster.node_id());
         if (req.path.rfind("/health/", 0) == 0) return httplib::Server::HandlerResponse::Unhandled;
         std::string auth = req.get_header_value("Authorization");
         if (auth.empty()) {

@@ -122,6 +122,17 @@ sqlite::Statement& Session::cached(const std::string& sql) {
     return it->second;
 }
 
+// Bucket files get a new collection's table when the store next opens them.
+// aerials_map names its result columns by preparing the query on the first
+// bucket file directly (vtab/map_function.cpp), which fails with "no such
+// table" while that file has not been opened since the collection was
+// declared (likely once the LRU holds fewer files than the store has).
+// Reading one row through the store opens it the regular way.
+void Session::open_first_bucket(const std::string& table) {
+    sqlite::Statement first = db_.prepare("SELECT 1 FROM " + table + " LIMIT 1");
+    first.step();
+}
+
 const std::string& Session::table_for(const std::string& collection) {
     auto found = tables_.find(collection);
     if (found != tables_.end()) return found->second;
@@ -136,7 +147,20 @@ const std::string& Session::table_for(const std::string& collection) {
     std::string table = "temp." + store::quote_identifier(collection);
     db_.exec("CREATE VIRTUAL TABLE " + table + " USING aerials(" + module_args() + ", shard_key=" +
              store::quote_identifier(shard_key) + ", " + definition + ")");
+    open_first_bucket(table);
     return tables_[collection] = table;
+}
+
+void Session::load_all_collections() {
+    std::vector<std::string> names;
+    {
+        sqlite::Statement list = db_.prepare("SELECT name FROM aerials_collections(?1)");
+        list.bind(1, std::string_view(root_));
+        while (list.step()) names.push_back(list.column_text(0));
+    }
+    for (const std::string& name : names) {
+        if (!tables_.count(name) && name.rfind(store::Collection::kFilesPrefix, 0) != 0) table_for(name);
+    }
 }
 
 void Session::define(const std::string& name, const std::string& shard_key, const std::vector<std::string>& definitions) {
@@ -163,6 +187,7 @@ void Session::define(const std::string& name, const std::string& shard_key, cons
     if (rc != SQLITE_DONE) throw cluster::WireError(message);
     tables_[name] = "temp." + store::quote_identifier(name);
     columns_.erase(name);
+    open_first_bucket(tables_[name]);
 }
 
 const ColumnInfo& Session::columns_of(const std::string& collection) {

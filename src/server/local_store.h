@@ -44,6 +44,8 @@ public:
     // first use from the catalog's definition. Throws UnknownCollection.
     const std::string& table_for(const std::string& collection);
     const ColumnInfo& columns_of(const std::string& collection);
+    // table_for() every collection the catalog records.
+    void load_all_collections();
     // Defines a collection (or checks it against the recorded one).
     void define(const std::string& name, const std::string& shard_key, const std::vector<std::string>& definitions);
 
@@ -61,6 +63,7 @@ public:
 private:
     sqlite::Statement& cached(const std::string& sql);
     std::string module_args() const;
+    void open_first_bucket(const std::string& table);
 
     std::string root_;
     int max_open_;
