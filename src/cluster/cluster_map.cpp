@@ -131,11 +131,14 @@ ClusterMap ClusterMap::from_json(const nlohmann::json& j) {
     if (!ranges.is_array()) throw std::invalid_argument("cluster map: 'assignment' must be an array");
     uint32_t next = 0;
     for (const nlohmann::json& r : ranges) {
-        if (!r.is_array() || r.size() != 3 || !r[0].is_number_unsigned() || !r[1].is_number_unsigned() ||
-            !r[2].is_string()) {
-            throw std::invalid_argument("cluster map: an assignment entry must be [first, end, node id]");
+        auto slot_number = [&](const nlohmann::json& v) {
+            return v.is_number_integer() && v.get<int64_t>() >= 0 && v.get<int64_t>() <= int64_t{kMaxSlots};
+        };
+        if (!r.is_array() || r.size() != 3 || !slot_number(r[0]) || !slot_number(r[1]) || !r[2].is_string()) {
+            throw std::invalid_argument("cluster map: an assignment entry must be [first, end, node id] with slot numbers");
         }
-        SlotRange range{r[0].get<uint32_t>(), r[1].get<uint32_t>(), r[2].get<std::string>()};
+        SlotRange range{static_cast<uint32_t>(r[0].get<int64_t>()), static_cast<uint32_t>(r[1].get<int64_t>()),
+                        r[2].get<std::string>()};
         if (range.first != next || range.end <= range.first || range.end > map.slots) {
             throw std::invalid_argument("cluster map: assignment must cover slots 0.." + std::to_string(map.slots) +
                                         " in order, once; entry [" + std::to_string(range.first) + ", " +

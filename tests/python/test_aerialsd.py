@@ -13,7 +13,7 @@ from aerialsd_testlib import TOKEN, Cluster, Node, packb, served_by
 class ThreeNodes(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
-        cls.cluster = Cluster(3, extra=["--max-body", "65536"])
+        cls.cluster = Cluster(3, extra=["--max-body", "65536", "--read-timeout", "1"])
         cls.nodes = cls.cluster.nodes
 
     @classmethod
@@ -338,6 +338,43 @@ class ThreeNodes(unittest.TestCase):
         self.assertEqual(r.json()["error"], "read_only")
         self.assertEqual(self.get(n, "keep-me")["value"], 1)
         self.assert_serving()
+
+    def test_slow_client_is_cut_off_and_keep_alive_works(self):
+        import socket
+        n = self.nodes[0]
+        slow = socket.create_connection(("127.0.0.1", n.port), timeout=20)
+        try:
+            # Headers promise 100 bytes of body; 10 come, then nothing.
+            slow.sendall(b"POST /v1/kv/get HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
+                         b"\r\nContent-Length: 100\r\nContent-Type: application/msgpack\r\n\r\n0123456789")
+            # Meanwhile the node serves others.
+            self.assert_serving()
+            # The node closes the connection once --read-timeout (1 s) passed
+            # (bounded here by the socket timeout, not a measured time).
+            data = b""
+            while True:
+                chunk = slow.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            self.assertNotIn(b"200 OK", data)
+        finally:
+            slow.close()
+        # Many requests over one kept-alive connection.
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", n.port, timeout=10)
+        try:
+            epoch = n.cluster_map()["epoch"]
+            for i in range(20):
+                conn.request("POST", "/v1/kv/get", body=packb({"key": "ka-%d" % i}),
+                             headers={"Authorization": "Bearer " + TOKEN, "X-Aerials-Epoch": str(epoch),
+                                      "Content-Type": "application/msgpack"})
+                r = conn.getresponse()
+                r.read()
+                self.assertEqual(r.status, 200)
+                self.assertNotEqual(r.getheader("Connection"), "close")
+        finally:
+            conn.close()
 
     # --- observability ---
 
