@@ -265,27 +265,30 @@ void Api::kv_get(const httplib::Request& req, httplib::Response& res) {
     check_epoch(req, res);
     json request = decode_msgpack(req);
     KvKey k = kv_key(request, "");
-    auto s = node_.store.session();
-    if (forward_unless_owned(req, res, s->hash_of("", k.key))) return;
-    send_msgpack(res, kv_op(*s, "get", request, k, ""));
+    // No session is held while a request is forwarded.
+    store::Hash hash = node_.store.session()->hash_of("", k.key);
+    if (forward_unless_owned(req, res, hash)) return;
+    send_msgpack(res, kv_op(*node_.store.session(), "get", request, k, ""));
 }
 
 void Api::kv_put(const httplib::Request& req, httplib::Response& res) {
     check_epoch(req, res);
     json request = decode_msgpack(req);
     KvKey k = kv_key(request, "");
-    auto s = node_.store.session();
-    if (forward_unless_owned(req, res, s->hash_of("", k.key))) return;
-    send_msgpack(res, kv_op(*s, "put", request, k, ""));
+    // No session is held while a request is forwarded.
+    store::Hash hash = node_.store.session()->hash_of("", k.key);
+    if (forward_unless_owned(req, res, hash)) return;
+    send_msgpack(res, kv_op(*node_.store.session(), "put", request, k, ""));
 }
 
 void Api::kv_delete(const httplib::Request& req, httplib::Response& res) {
     check_epoch(req, res);
     json request = decode_msgpack(req);
     KvKey k = kv_key(request, "");
-    auto s = node_.store.session();
-    if (forward_unless_owned(req, res, s->hash_of("", k.key))) return;
-    send_msgpack(res, kv_op(*s, "delete", request, k, ""));
+    // No session is held while a request is forwarded.
+    store::Hash hash = node_.store.session()->hash_of("", k.key);
+    if (forward_unless_owned(req, res, hash)) return;
+    send_msgpack(res, kv_op(*node_.store.session(), "delete", request, k, ""));
 }
 
 void Api::kv_batch(const httplib::Request& req, httplib::Response& res) {
