@@ -182,6 +182,9 @@ store::OwnedValue value_from_wire(const nlohmann::json& j, const std::string& fi
             break;
         case nlohmann::json::value_t::binary: {
             const auto& bytes = j.get_binary();
+            if (bytes.has_subtype()) {
+                throw WireError(field + ": expected a SQLite value (int, float, str, bin or nil), got an ext type");
+            }
             v.type = SQLITE_BLOB;
             v.bytes.assign(bytes.begin(), bytes.end());
             break;

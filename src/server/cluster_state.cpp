@@ -84,6 +84,9 @@ void ClusterState::persist(const cluster::ClusterMap& map) {
 }
 
 bool ClusterState::adopt(const cluster::ClusterMap& map) {
+    // One adoption at a time, so that the catalog never ends up holding an
+    // older map than the one served (two pushes persisting out of order).
+    std::lock_guard<std::mutex> adopting(adopt_mutex_);
     {
         std::lock_guard<std::mutex> lock(mutex_);
         if (map_ && map_->epoch >= map.epoch) return false;
@@ -94,7 +97,6 @@ bool ClusterState::adopt(const cluster::ClusterMap& map) {
     }
     persist(map);
     std::lock_guard<std::mutex> lock(mutex_);
-    if (map_ && map_->epoch >= map.epoch) return false;  // a newer one came meanwhile
     map_ = map;
     log_line({{"event", "map_adopted"}, {"epoch", map.epoch}, {"nodes", map.nodes.size()}, {"node", node_id_}});
     return true;

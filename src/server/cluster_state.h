@@ -65,6 +65,7 @@ private:
     std::string node_id_;
     std::mutex db_mutex_;
     sqlite::Database db_;
+    std::mutex adopt_mutex_;  // taken before mutex_
     mutable std::mutex mutex_;
     std::optional<cluster::ClusterMap> map_;
     std::mutex change_mutex_;  // coordinator: one map change at a time

@@ -85,7 +85,12 @@ int main(int argc, char** argv) {
     try {
         std::string token = read_token_file(config.token_file);
         auto [host, port] = split_address(config.listen, "--listen");
-        split_address(config.advertise, "--advertise");
+        auto [advertised_host, advertised_port] = split_address(config.advertise, "--advertise");
+        if (advertised_host == "0.0.0.0" || advertised_host == "[::]" || advertised_host == "::") {
+            throw std::invalid_argument("--listen " + config.listen +
+                                        " is a wildcard address: give --advertise HOST:PORT, the address other nodes "
+                                        "and clients reach this node at");
+        }
         if (!config.join.empty()) split_address(config.join, "--join");
         std::filesystem::create_directories(config.root);
         config.root = std::filesystem::canonical(config.root).string();

@@ -93,6 +93,9 @@ BOOST_AUTO_TEST_CASE(values_keep_their_sqlite_type) {
     BOOST_TEST(value_from_wire(d["n"], "n").type == SQLITE_NULL);
     BOOST_CHECK_THROW(value_from_wire(nlohmann::json::array(), "x"), WireError);
     BOOST_CHECK_THROW(value_from_wire(true, "x"), WireError);
+    // MessagePack ext 8 (type 1, 2 bytes) is not bin.
+    nlohmann::json ext = decode_msgpack_body(std::string("\x81\xa1" "e\xc7\x02\x01" "ab", 8))["e"];
+    BOOST_CHECK_THROW(value_from_wire(ext, "e"), WireError);
     BOOST_CHECK_THROW(value_from_wire(nlohmann::json(uint64_t{1} << 63), "x"), WireError);
 }
 
