@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config sqlite3 libsqlite3-dev libxxhash-dev
-          libboost-test-dev nlohmann-json3-dev libcurl4-openssl-dev libssl-dev python3 sqlite-utils)
+          libboost-test-dev nlohmann-json3-dev libcurl4-openssl-dev libssl-dev python3 sqlite-utils
+          libcpp-httplib-dev libcli11-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -1,0 +1,74 @@
+// The cluster map: which node owns which slots, and at which epoch
+// (docs/protocol.md, "The cluster map"). A value type with its JSON form;
+// the daemon's coordinator changes it, every node and client reads it.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "cluster/slots.h"
+
+namespace aerials::cluster {
+
+enum class NodeState { kWrite, kRead, kInactive, kProposal };
+const char* state_name(NodeState state);
+// Throws std::invalid_argument naming the unknown state.
+NodeState parse_state(const std::string& name);
+
+struct NodeEntry {
+    std::string id;       // 16 hex digits, chosen by the node once and kept in its catalog
+    std::string address;  // host:port it listens on
+    NodeState state = NodeState::kProposal;
+    int64_t free_bytes = 0;
+    int64_t last_seen_ms = 0;  // Unix milliseconds
+};
+
+// Slots [first, end) belong to `owner` (a node id).
+struct SlotRange {
+    uint32_t first = 0, end = 0;
+    std::string owner;
+};
+
+struct ClusterMap {
+    std::string cluster_id;
+    int64_t epoch = 0;
+    uint32_t slots = kDefaultSlots;
+    std::string coordinator;  // node id of the node that changes the map
+    std::vector<NodeEntry> nodes;
+    std::vector<SlotRange> assignment;  // ordered, covering 0..slots once
+
+    const NodeEntry* node(const std::string& id) const;
+    NodeEntry* node(const std::string& id);
+    // The owner's id of `slot`, or "" if unassigned (never in a valid map).
+    const std::string& owner(uint32_t slot) const;
+    // Slots each node owns, as one owner per slot.
+    std::vector<std::string> owners_by_slot() const;
+    uint32_t slot_count_of(const std::string& id) const;
+
+    nlohmann::json to_json() const;
+    // Checks everything a map promises (known states, ranges that cover every
+    // slot exactly once, owners that are nodes); throws std::invalid_argument
+    // naming the first problem.
+    static ClusterMap from_json(const nlohmann::json& j);
+};
+
+// A new cluster of one node that owns every slot, at epoch 1.
+ClusterMap new_cluster(const std::string& cluster_id, NodeEntry first, uint32_t slots);
+
+// The slots a newcomer takes when it joins: an equal share (slots divided by
+// the number of slot-owning nodes after the join), taken one at a time from
+// whichever node holds most at that moment, from the top of its slots. Each
+// returned range names the node that gives it.
+std::vector<SlotRange> plan_join(const ClusterMap& map, const std::string& newcomer);
+
+// `map` with the ranges of `plan` owned by `newcomer` (ranges re-merged).
+std::vector<SlotRange> reassign(const ClusterMap& map, const std::vector<SlotRange>& plan, const std::string& newcomer);
+
+// Merges an owner-per-slot vector into ordered ranges.
+std::vector<SlotRange> ranges_from_owners(const std::vector<std::string>& owners);
+
+}  // namespace aerials::cluster

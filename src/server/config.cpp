@@ -1,0 +1,66 @@
+#include "server/config.h"
+
+#include <CLI/CLI.hpp>
+
+#include "cluster/slots.h"
+
+namespace aerials::server {
+
+std::optional<int> parse_config(int argc, char** argv, ServerConfig& c) {
+    CLI::App app{"aerialsd: serves an aerials store over HTTP as one node of a cluster (docs/protocol.md).\n"
+                 "Every option can also be given in the config file (name = value, e.g. root = \"/data\")\n"
+                 "or as an environment variable AERIALSD_<NAME> (e.g. AERIALSD_ROOT); flags win over the\n"
+                 "file, the file over the environment.",
+                 "aerialsd"};
+    app.set_config("--config", "", "Read options from this file (TOML/INI: name = value)");
+    app.add_option("--root", c.root, "Store directory of this node (created if missing)")->required()->envname("AERIALSD_ROOT");
+    app.add_option("--listen", c.listen, "HOST:PORT to listen on; loopback unless you mean otherwise")
+        ->capture_default_str()->envname("AERIALSD_LISTEN");
+    app.add_option("--advertise", c.advertise, "HOST:PORT other nodes and clients reach this node at (default: --listen)")
+        ->envname("AERIALSD_ADVERTISE");
+    app.add_option("--token-file", c.token_file, "File holding the cluster token (at least 16 characters); every "
+                   "endpoint but /health/* requires it as 'Authorization: Bearer <token>'")
+        ->required()->envname("AERIALSD_TOKEN_FILE");
+    app.add_option("--join", c.join, "HOST:PORT of any node of an existing cluster to join; without it, a node "
+                   "without a persisted map creates a new cluster")
+        ->envname("AERIALSD_JOIN");
+    app.add_option("--slots", c.slots, "Number of slots of a new cluster (a power of two, up to 65536)")
+        ->capture_default_str()->envname("AERIALSD_SLOTS")
+        ->check([](const std::string& s) {
+            try {
+                return cluster::valid_slot_count(std::stoull(s)) ? std::string() : "must be a power of two up to 65536";
+            } catch (const std::exception&) {
+                return std::string("must be a number");
+            }
+        });
+    app.add_option("--threads", c.threads, "Worker threads serving connections (one per open connection)")
+        ->capture_default_str()->envname("AERIALSD_THREADS")->check(CLI::Range(1, 1024));
+    app.add_option("--queue", c.queue, "Accepted connections that may wait for a worker; beyond, the node stops "
+                   "accepting until one is free")
+        ->capture_default_str()->envname("AERIALSD_QUEUE")->check(CLI::Range(1, 1000000));
+    app.add_option("--max-body", c.max_body, "Largest request body in bytes (larger: 413)")
+        ->capture_default_str()->envname("AERIALSD_MAX_BODY")->check(CLI::Range(int64_t{1024}, int64_t{1} << 34));
+    app.add_option("--read-timeout", c.read_timeout_s, "Seconds a client may take to send a request (slow clients are cut off)")
+        ->capture_default_str()->envname("AERIALSD_READ_TIMEOUT")->check(CLI::Range(1, 3600));
+    app.add_option("--write-timeout", c.write_timeout_s, "Seconds a client may take to receive an answer")
+        ->capture_default_str()->envname("AERIALSD_WRITE_TIMEOUT")->check(CLI::Range(1, 3600));
+    app.add_option("--keep-alive-timeout", c.keep_alive_timeout_s, "Seconds an idle keep-alive connection stays open")
+        ->capture_default_str()->envname("AERIALSD_KEEP_ALIVE_TIMEOUT")->check(CLI::Range(1, 3600));
+    app.add_option("--keep-alive-max", c.keep_alive_max, "Requests served on one connection before it is closed")
+        ->capture_default_str()->envname("AERIALSD_KEEP_ALIVE_MAX")->check(CLI::Range(1, 100000000));
+    app.add_option("--peer-timeout-ms", c.peer_timeout_ms, "Timeout of calls to other nodes (join, map push, forwarding)")
+        ->capture_default_str()->envname("AERIALSD_PEER_TIMEOUT_MS")->check(CLI::Range(10, 600000));
+    app.add_option("--max-open", c.max_open, "Open bucket files per worker connection (about 3 descriptors each)")
+        ->capture_default_str()->envname("AERIALSD_MAX_OPEN")->check(CLI::Range(2, 4096));
+    app.add_option("--join-retries", c.join_retries, "Attempts to reach the --join node, 200 ms apart, before giving up")
+        ->capture_default_str()->envname("AERIALSD_JOIN_RETRIES")->check(CLI::Range(1, 100000));
+    try {
+        app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+        return app.exit(e);
+    }
+    if (c.advertise.empty()) c.advertise = c.listen;
+    return std::nullopt;
+}
+
+}  // namespace aerials::server

@@ -1,0 +1,34 @@
+// aerialsd's settings, from flags, a config file (--config) and environment
+// variables (AERIALSD_<NAME>), in that order of precedence.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+namespace aerials::server {
+
+struct ServerConfig {
+    std::string root;
+    std::string listen = "127.0.0.1:9080";
+    std::string advertise;  // address other nodes and clients use; default: listen
+    std::string token_file;
+    std::string join;  // HOST:PORT of a node of the cluster to join
+    uint32_t slots = 4096;
+    int threads = 8;
+    int queue = 64;
+    int64_t max_body = 16 * 1024 * 1024;
+    int read_timeout_s = 5;
+    int write_timeout_s = 5;
+    int keep_alive_timeout_s = 5;
+    int keep_alive_max = 1000;
+    int peer_timeout_ms = 5000;
+    int max_open = 32;
+    int join_retries = 50;  // attempts, 200 ms apart, while the seed is not up yet
+};
+
+// Parses argv. Returns the exit code to leave with when the process should
+// not run (after --help: 0; after a bad option: 2), printing the message.
+std::optional<int> parse_config(int argc, char** argv, ServerConfig& config);
+
+}  // namespace aerials::server

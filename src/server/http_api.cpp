@@ -1,0 +1,683 @@
+#include "server/http_api.h"
+
+#include <charconv>
+#include <chrono>
+#include <functional>
+
+#include "cluster/slots.h"
+#include "cluster/wire_values.h"
+#include "server/auth.h"
+#include "store/collection.h"
+
+namespace aerials::server {
+namespace {
+
+using cluster::WireError;
+using nlohmann::json;
+
+// An answer other than 200, with its error code and extra fields (the map).
+class HttpError : public std::runtime_error {
+public:
+    HttpError(int status, std::string code, const std::string& message, json extra = json::object())
+        : std::runtime_error(message), status(status), code(std::move(code)), extra(std::move(extra)) {}
+    int status;
+    std::string code;
+    json extra;
+};
+
+// Per request, on the worker thread that serves it (httplib runs a request
+// on one thread from routing to logging).
+thread_local std::chrono::steady_clock::time_point t_start;
+thread_local std::string t_trace;
+thread_local bool t_timed = false;
+
+const char* kMsgpack = "application/msgpack";
+const char* kJson = "application/json";
+
+std::string endpoint_of(const std::string& path) {
+    static const char* const known[] = {"/health/live",  "/health/ready", "/metrics",        "/v1/cluster/map",
+                                        "/v1/cluster/join", "/v1/kv/get",  "/v1/kv/put",      "/v1/kv/delete",
+                                        "/v1/kv/batch",  "/v1/scan",      "/v1/map",         "/v1/rows/insert",
+                                        "/v1/collections", "/v1/buckets"};
+    for (const char* k : known) {
+        if (path == k) return k;
+    }
+    return "other";
+}
+
+bool valid_trace_id(const std::string& id) {
+    if (id.empty() || id.size() > 64) return false;
+    for (char c : id) {
+        if (!std::isalnum(static_cast<unsigned char>(c)) && c != '.' && c != '_' && c != '-') return false;
+    }
+    return true;
+}
+
+void send_error(httplib::Response& res, int status, const std::string& code, const std::string& message,
+                const json& extra = json::object()) {
+    json body = extra;
+    body["error"] = code;
+    body["message"] = message;
+    body["trace_id"] = t_trace;
+    res.status = status;
+    res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
+}
+
+void send_json(httplib::Response& res, const json& body) {
+    res.status = 200;
+    res.set_content(body.dump(-1, ' ', false, json::error_handler_t::replace), kJson);
+}
+
+void send_msgpack(httplib::Response& res, const json& body) {
+    res.status = 200;
+    res.set_content(cluster::encode_msgpack(body), kMsgpack);
+}
+
+json decode_msgpack(const httplib::Request& req) {
+    std::string type = req.get_header_value("Content-Type");
+    if (type.rfind(kMsgpack, 0) != 0) {
+        throw WireError("Content-Type must be application/msgpack for this endpoint, got '" + type.substr(0, 60) + "'");
+    }
+    return cluster::decode_msgpack_body(req.body);
+}
+
+json decode_json(const httplib::Request& req) { return cluster::decode_json_body(req.body); }
+
+// --- the request path --------------------------------------------------------
+
+class Api {
+public:
+    Api(httplib::Server& server, NodeContext& node) : server_(server), node_(node) {}
+
+    void install();
+
+private:
+    using Handler = std::function<void(const httplib::Request&, httplib::Response&)>;
+    void get(const char* path, Handler h) { server_.Get(path, guarded(std::move(h))); }
+    void post(const char* path, Handler h) { server_.Post(path, guarded(std::move(h))); }
+    Handler guarded(Handler h);
+
+    // Data endpoints: the node must be ready and the request's epoch current.
+    void check_epoch(const httplib::Request& req, httplib::Response& res);
+    // Throws 421 or forwards; returns true when the answer is in `res`.
+    bool forward_unless_owned(const httplib::Request& req, httplib::Response& res, store::Hash hash);
+    void require_owned(const cluster::ClusterMap& map, store::Hash hash, const std::string& what);
+
+    void kv_get(const httplib::Request&, httplib::Response&);
+    void kv_put(const httplib::Request&, httplib::Response&);
+    void kv_delete(const httplib::Request&, httplib::Response&);
+    void kv_batch(const httplib::Request&, httplib::Response&);
+    void scan(const httplib::Request&, httplib::Response&);
+    void map_query(const httplib::Request&, httplib::Response&);
+    void rows_insert(const httplib::Request&, httplib::Response&);
+    void join(const httplib::Request&, httplib::Response&);
+
+    httplib::Server& server_;
+    NodeContext& node_;
+};
+
+Api::Handler Api::guarded(Handler h) {
+    return [h = std::move(h)](const httplib::Request& req, httplib::Response& res) {
+        try {
+            h(req, res);
+        } catch (const HttpError& e) {
+            send_error(res, e.status, e.code, e.what(), e.extra);
+        } catch (const WireError& e) {
+            send_error(res, 400, "bad_request", e.what());
+        } catch (const UnknownCollection& e) {
+            send_error(res, 404, "not_found", e.what());
+        } catch (const JoinRefused& e) {
+            send_error(res, 409, "join_refused", e.what());
+        } catch (const sqlite::Error& e) {
+            switch (e.primary_code()) {
+                case SQLITE_CONSTRAINT: send_error(res, 409, "constraint", e.what()); break;
+                case SQLITE_BUSY:
+                case SQLITE_LOCKED: send_error(res, 503, "busy", e.what()); break;
+                default: send_error(res, 500, "internal", e.what()); break;
+            }
+        } catch (const std::invalid_argument& e) {
+            send_error(res, 400, "bad_request", e.what());
+        } catch (const std::exception& e) {
+            send_error(res, 500, "internal", e.what());
+        }
+    };
+}
+
+void Api::check_epoch(const httplib::Request& req, httplib::Response& res) {
+    if (node_.draining) throw HttpError(503, "not_ready", "this node is shutting down");
+    if (!node_.cluster.ready()) throw HttpError(503, "not_ready", "this node holds no cluster map in which it owns slots yet");
+    if (!req.has_header("X-Aerials-Epoch")) {
+        throw WireError("missing header X-Aerials-Epoch: send the epoch of the cluster map the request was routed with");
+    }
+    std::string text = req.get_header_value("X-Aerials-Epoch");
+    int64_t epoch = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), epoch);
+    if (ec != std::errc() || end != text.data() + text.size() || epoch < 0) {
+        throw WireError("header X-Aerials-Epoch must be a non-negative integer, got '" + text.substr(0, 40) + "'");
+    }
+    int64_t mine = node_.cluster.epoch();
+    if (epoch > mine) {
+        // This node missed a push: catch up from the coordinator first.
+        std::optional<cluster::ClusterMap> map = node_.cluster.map();
+        const cluster::NodeEntry* coordinator = map->node(map->coordinator);
+        if (coordinator && map->coordinator != node_.cluster.node_id()) {
+            try {
+                node_.cluster.refresh_from(coordinator->address, t_trace);
+            } catch (const std::exception& e) {
+                log_line({{"event", "map_refresh_failed"}, {"trace_id", t_trace}, {"error", e.what()}});
+            }
+        }
+        mine = node_.cluster.epoch();
+    }
+    if (epoch < mine) {
+        throw HttpError(409, "stale_epoch",
+                        "the request was routed with epoch " + std::to_string(epoch) + " but the cluster map is at epoch " +
+                            std::to_string(mine) + ": route again with the map in this answer",
+                        {{"map", node_.cluster.map()->to_json()}});
+    }
+    res.set_header("X-Aerials-Epoch", std::to_string(mine));
+}
+
+void Api::require_owned(const cluster::ClusterMap& map, store::Hash hash, const std::string& what) {
+    uint32_t slot = cluster::slot_of(hash, map.slots);
+    const std::string& owner = map.owner(slot);
+    if (owner != node_.cluster.node_id()) {
+        throw HttpError(421, "wrong_node",
+                        what + " lives in slot " + std::to_string(slot) + ", owned by node " + owner +
+                            "; send it there (a node forwards single-key requests only)",
+                        {{"owner", owner}, {"map", map.to_json()}});
+    }
+}
+
+bool Api::forward_unless_owned(const httplib::Request& req, httplib::Response& res, store::Hash hash) {
+    cluster::ClusterMap map = *node_.cluster.map();
+    uint32_t slot = cluster::slot_of(hash, map.slots);
+    const std::string& owner = map.owner(slot);
+    if (owner == node_.cluster.node_id()) return false;
+    const cluster::NodeEntry* target = map.node(owner);
+    if (req.has_header("X-Aerials-Forwarded") || !target) {
+        throw HttpError(421, "wrong_node",
+                        "slot " + std::to_string(slot) + " is owned by node " + owner +
+                            ", and this request was forwarded already: the nodes' maps disagree; route with the map in "
+                            "this answer",
+                        {{"owner", owner}, {"map", map.to_json()}});
+    }
+    node_.metrics.count_forwarded();
+    PeerReply reply = node_.peers.post(target->address, req.path, req.body, req.get_header_value("Content-Type"), t_trace,
+                                       req.get_header_value("X-Aerials-Epoch"), true);
+    if (reply.status == 0) {
+        throw HttpError(502, "forward_failed", "forwarding to node " + owner + " (" + target->address + ") failed: " + reply.error);
+    }
+    res.status = reply.status;
+    res.set_header("X-Aerials-Forwarded-To", owner);
+    res.set_content(reply.body, reply.content_type.empty() ? kJson : reply.content_type.c_str());
+    return true;
+}
+
+// --- key-value records ---------------------------------------------------------
+
+struct KvKey {
+    store::OwnedValue key, subkey;
+};
+
+KvKey kv_key(const json& request, const std::string& where) {
+    const json* key = cluster::optional_field(request, "key");
+    if (!key) throw WireError(where + "missing field 'key'");
+    KvKey k;
+    k.key = cluster::value_from_wire(*key, where + "key");
+    if (k.key.type == SQLITE_NULL) throw WireError(where + "key: a key cannot be NULL");
+    const json* subkey = cluster::optional_field(request, "subkey");
+    k.subkey.type = SQLITE_TEXT;  // omitted: '' as in SQL
+    if (subkey) {
+        k.subkey = cluster::value_from_wire(*subkey, where + "subkey");
+        if (k.subkey.type == SQLITE_NULL) k.subkey.type = SQLITE_TEXT;
+    }
+    return k;
+}
+
+const char* put_sql(const json& request) {
+    const json* mode = cluster::optional_field(request, "mode");
+    std::string m = mode ? (mode->is_string() ? mode->get<std::string>() : "?") : "replace";
+    if (m == "replace") return "INSERT OR REPLACE INTO temp.aerials_kv(key, subkey, value) VALUES (?1, ?2, ?3)";
+    if (m == "insert") return "INSERT INTO temp.aerials_kv(key, subkey, value) VALUES (?1, ?2, ?3)";
+    throw WireError("mode must be \"replace\" or \"insert\"");
+}
+
+json kv_op(Session& s, const std::string& op, const json& request, const KvKey& k, const std::string& where) {
+    if (op == "get") {
+        json found = s.query("SELECT value FROM temp.aerials_kv WHERE key = ?1 AND subkey = ?2", {k.key, k.subkey});
+        if (found["rows"].empty()) return {{"found", false}};
+        return {{"found", true}, {"value", found["rows"][0][0]}};
+    }
+    if (op == "put") {
+        const json* value = cluster::optional_field(request, "value");
+        if (!value) throw WireError(where + "missing field 'value'");
+        store::OwnedValue v = cluster::value_from_wire(*value, where + "value");
+        return {{"written", s.run(put_sql(request), {k.key, k.subkey, v})}};
+    }
+    if (op == "delete") {
+        return {{"deleted", s.run("DELETE FROM temp.aerials_kv WHERE key = ?1 AND subkey = ?2", {k.key, k.subkey})}};
+    }
+    throw WireError(where + "op must be \"get\", \"put\" or \"delete\"");
+}
+
+void Api::kv_get(const httplib::Request& req, httplib::Response& res) {
+    check_epoch(req, res);
+    json request = decode_msgpack(req);
+    KvKey k = kv_key(request, "");
+    // No session is held while a request is forwarded.
+    store::Hash hash = node_.store.session()->hash_of("", k.key);
+    if (forward_unless_owned(req, res, hash)) return;
+    send_msgpack(res, kv_op(*node_.store.session(), "get", request, k, ""));
+}
+
+void Api::kv_put(const httplib::Request& req, httplib::Response& res) {
+    check_epoch(req, res);
+    json request = decode_msgpack(req);
+    KvKey k = kv_key(request, "");
+    // No session is held while a request is forwarded.
+    store::Hash hash = node_.store.session()->hash_of("", k.key);
+    if (forward_unless_owned(req, res, hash)) return;
+    send_msgpack(res, kv_op(*node_.store.session(), "put", request, k, ""));
+}
+
+void Api::kv_delete(const httplib::Request& req, httplib::Response& res) {
+    check_epoch(req, res);
+    json request = decode_msgpack(req);
+    KvKey k = kv_key(request, "");
+    // No session is held while a request is forwarded.
+    store::Hash hash = node_.store.session()->hash_of("", k.key);
+    if (forward_unless_owned(req, res, hash)) return;
+    send_msgpack(res, kv_op(*node_.store.session(), "delete", request, k, ""));
+}
+
+void Api::kv_batch(const httplib::Request& req, httplib::Response& res) {
+    check_epoch(req, res);
+    json request = decode_msgpack(req);
+    const json* ops = cluster::optional_field(request, "ops");
+    if (!ops || !ops->is_array()) throw WireError("field 'ops' must be an array of operations");
+    cluster::ClusterMap map = *node_.cluster.map();
+    auto s = node_.store.session();
+    std::vector<KvKey> keys;
+    for (size_t i = 0; i < ops->size(); ++i) {
+        const json& op = (*ops)[i];
+        std::string where = "ops[" + std::to_string(i) + "].";
+        if (!op.is_object()) throw WireError(where.substr(0, where.size() - 1) + " must be a map");
+        keys.push_back(kv_key(op, where));
+        require_owned(map, s->hash_of("", keys.back().key), where.substr(0, where.size() - 1));
+    }
+    json results = json::array();
+    s->database().exec("BEGIN");
+    for (size_t i = 0; i < ops->size(); ++i) {
+        const json& op = (*ops)[i];
+        std::string where = "ops[" + std::to_string(i) + "].";
+        results.push_back(kv_op(*s, cluster::string_field(op, "op"), op, keys[i], where));
+    }
+    s->database().exec("COMMIT");
+    send_msgpack(res, {{"results", std::move(results)}});
+}
+
+// --- scans, map-reduce, rows ---------------------------------------------------
+
+store::OwnedValue integer_value(int64_t v) {
+    store::OwnedValue value;
+    value.type = SQLITE_INTEGER;
+    value.integer = v;
+    return value;
+}
+
+std::string quoted_column(const ColumnInfo& info, const json& name, const std::string& collection) {
+    if (!name.is_string()) throw WireError("a column name must be a string");
+    std::string n = cluster::checked_name(name.get<std::string>(), "column");
+    for (const std::string& c : info.names) {
+        if (sqlite3_stricmp(c.c_str(), n.c_str()) == 0) return store::quote_identifier(c);
+    }
+    std::string known;
+    for (const std::string& c : info.names) known += (known.empty() ? "" : ", ") + c;
+    throw WireError("collection '" + (collection.empty() ? std::string("kv") : collection) + "' has no column '" + n +
+                    "' (columns: " + known + ")");
+}
+
+void Api::scan(const httplib::Request& req, httplib::Response& res) {
+    check_epoch(req, res);
+    json request = decode_msgpack(req);
+    std::string collection;
+    if (const json* c = cluster::optional_field(request, "collection"); c && !c->is_null()) {
+        collection = cluster::string_field(request, "collection");
+        if (collection == "kv") collection.clear();
+    }
+    auto s = node_.store.session();
+    const ColumnInfo& info = s->columns_of(collection);
+    std::string sql = "SELECT ";
+    const json* columns = cluster::optional_field(request, "columns");
+    if (columns && !columns->is_null()) {
+        if (!columns->is_array() || columns->empty()) throw WireError("field 'columns' must be a non-empty array of names");
+        for (size_t i = 0; i < columns->size(); ++i) sql += (i ? ", " : "") + quoted_column(info, (*columns)[i], collection);
+    } else {
+        for (size_t i = 0; i < info.names.size(); ++i) sql += (i ? ", " : "") + store::quote_identifier(info.names[i]);
+    }
+    sql += " FROM " + s->table_for(collection);
+    std::vector<store::OwnedValue> params;
+    if (const json* where = cluster::optional_field(request, "where"); where && !where->is_null()) {
+        if (!where->is_array()) throw WireError("field 'where' must be an array of {column, op, value}");
+        static const std::map<std::string, std::string> ops{{"=", "="},       {"!=", "!="},     {"<", "<"},
+                                                            {"<=", "<="},     {">", ">"},       {">=", ">="},
+                                                            {"LIKE", "LIKE"}, {"GLOB", "GLOB"}, {"IS", "IS"},
+                                                            {"ISNOT", "IS NOT"}};
+        for (size_t i = 0; i < where->size(); ++i) {
+            const json& term = (*where)[i];
+            std::string at = "where[" + std::to_string(i) + "]";
+            if (!term.is_object()) throw WireError(at + " must be a map {column, op, value}");
+            std::string column = quoted_column(info, term.contains("column") ? term["column"] : json(), collection);
+            std::string op = cluster::string_field(term, "op");
+            sql += i ? " AND " : " WHERE ";
+            if (op == "ISNULL" || op == "NOTNULL") {
+                sql += column + (op == "ISNULL" ? " IS NULL" : " IS NOT NULL");
+                continue;
+            }
+            auto found = ops.find(op);
+            if (found == ops.end()) throw WireError(at + ": unknown op '" + op.substr(0, 20) + "'");
+            const json* value = cluster::optional_field(term, "value");
+            if (!value) throw WireError(at + ": missing field 'value'");
+            params.push_back(cluster::value_from_wire(*value, at + ".value"));
+            sql += column + " " + found->second + " ?" + std::to_string(params.size());
+        }
+    }
+    if (const json* order = cluster::optional_field(request, "order_by"); order && !order->is_null()) {
+        if (!order->is_array()) throw WireError("field 'order_by' must be an array of {column, desc}");
+        for (size_t i = 0; i < order->size(); ++i) {
+            const json& term = (*order)[i];
+            if (!term.is_object()) throw WireError("order_by[" + std::to_string(i) + "] must be a map {column, desc}");
+            const json* desc = cluster::optional_field(term, "desc");
+            if (desc && !desc->is_boolean()) throw WireError("order_by[" + std::to_string(i) + "].desc must be a boolean");
+            sql += (i ? ", " : " ORDER BY ") + quoted_column(info, term.contains("column") ? term["column"] : json(), collection) +
+                   (desc && desc->get<bool>() ? " DESC" : "");
+        }
+    }
+    int64_t limit = cluster::integer_field(request, "limit", -1);
+    int64_t offset = cluster::integer_field(request, "offset", 0);
+    if (offset < 0) throw WireError("offset must not be negative");
+    if (limit >= 0 || offset > 0) {
+        params.push_back(integer_value(limit));
+        sql += " LIMIT ?" + std::to_string(params.size());
+        params.push_back(integer_value(offset));
+        sql += " OFFSET ?" + std::to_string(params.size());
+    }
+    send_msgpack(res, s->query(sql, params));
+}
+
+void Api::map_query(const httplib::Request& req, httplib::Response& res) {
+    check_epoch(req, res);
+    json request = decode_msgpack(req);
+    std::string sql = cluster::string_field(request, "sql");
+    auto s = node_.store.session();
+    // The query sees every collection of the catalog, also those another
+    // worker connection defined since this one opened the store.
+    s->load_all_collections();
+    std::string quoted = "'";
+    for (char c : sql) {
+        quoted.push_back(c);
+        if (c == '\'') quoted.push_back('\'');
+    }
+    quoted += "'";
+    std::string root = "'";
+    for (char c : node_.store.root()) {
+        root.push_back(c);
+        if (c == '\'') root.push_back('\'');
+    }
+    root += "'";
+    sqlite3_stmt* create = nullptr;
+    const char* tail = nullptr;
+    std::string create_sql = "CREATE VIRTUAL TABLE temp.aerials_map_query USING aerials_map(root=" + root + ", sql=" + quoted + ")";
+    int rc = sqlite3_prepare_v2(s->db(), create_sql.c_str(), -1, &create, &tail);
+    if (rc == SQLITE_OK && tail && *tail) rc = SQLITE_ERROR;
+    if (rc == SQLITE_OK) rc = sqlite3_step(create) == SQLITE_DONE ? SQLITE_OK : SQLITE_ERROR;
+    std::string message = sqlite3_errmsg(s->db());
+    sqlite3_finalize(create);
+    if (rc != SQLITE_OK) {
+        bool read_only = message.find("read-only") != std::string::npos || message.find("not allowed") != std::string::npos ||
+                         message.find("not authorized") != std::string::npos;
+        throw HttpError(400, read_only ? "read_only" : "bad_request", message);
+    }
+    struct Drop {
+        Session& s;
+        ~Drop() { sqlite3_exec(s.db(), "DROP TABLE IF EXISTS temp.aerials_map_query", nullptr, nullptr, nullptr); }
+    } drop{*s};
+    int columns = 0;
+    {
+        sqlite::Statement count = s->database().prepare("SELECT count(*) FROM pragma_table_info('aerials_map_query', 'temp')");
+        columns = count.step() ? static_cast<int>(count.column_int(0)) : 0;
+    }
+    if (columns == 0) {
+        // A statement that returns no columns is no query (DROP, CREATE, ...):
+        // the workers' authorizer would refuse it in every bucket anyway.
+        throw HttpError(400, "read_only", "map-reduce runs read-only queries that return rows (SELECT ...) only");
+    }
+    sqlite::Statement select = s->database().prepare("SELECT * FROM temp.aerials_map_query");
+    json names = json::array();
+    for (int i = 0; i < sqlite3_column_count(select.get()); ++i) names.push_back(sqlite3_column_name(select.get(), i));
+    json rows = json::array();
+    try {
+        while (select.step()) {
+            json row = json::array();
+            for (int i = 0; i < sqlite3_column_count(select.get()); ++i) row.push_back(cluster::value_to_wire(select.column_value(i)));
+            rows.push_back(std::move(row));
+        }
+    } catch (const sqlite::Error& e) {
+        std::string message = e.what();
+        if (message.find("not authorized") != std::string::npos || message.find("read-only") != std::string::npos) {
+            throw HttpError(400, "read_only", message);
+        }
+        throw;
+    }
+    send_msgpack(res, {{"columns", std::move(names)}, {"rows", std::move(rows)}});
+}
+
+void Api::rows_insert(const httplib::Request& req, httplib::Response& res) {
+    check_epoch(req, res);
+    json request = decode_msgpack(req);
+    std::string collection = cluster::checked_name(cluster::string_field(request, "collection"), "collection");
+    auto s = node_.store.session();
+    const ColumnInfo& info = s->columns_of(collection);
+    const json* columns = cluster::optional_field(request, "columns");
+    const json* rows = cluster::optional_field(request, "rows");
+    if (!columns || !columns->is_array() || columns->empty()) throw WireError("field 'columns' must be a non-empty array");
+    if (!rows || !rows->is_array()) throw WireError("field 'rows' must be an array of rows");
+    std::string list, params;
+    int shard_at = -1;
+    for (size_t i = 0; i < columns->size(); ++i) {
+        std::string q = quoted_column(info, (*columns)[i], collection);
+        if (q == store::quote_identifier(info.names[static_cast<size_t>(info.shard_column)])) shard_at = static_cast<int>(i);
+        list += (i ? ", " : "") + q;
+        params += (i ? ", ?" : "?") + std::to_string(i + 1);
+    }
+    if (shard_at < 0) {
+        throw WireError("the shard key column '" + info.names[static_cast<size_t>(info.shard_column)] +
+                        "' must be among the columns (it decides where each row lives)");
+    }
+    const json* mode = cluster::optional_field(request, "mode");
+    std::string m = mode && mode->is_string() ? mode->get<std::string>() : "insert";
+    std::string verb = m == "insert" ? "INSERT" : m == "replace" ? "INSERT OR REPLACE" : m == "ignore" ? "INSERT OR IGNORE" : "";
+    if (verb.empty()) throw WireError("mode must be \"insert\", \"replace\" or \"ignore\"");
+    std::string sql = verb + " INTO " + s->table_for(collection) + "(" + list + ") VALUES (" + params + ")";
+    cluster::ClusterMap map = *node_.cluster.map();
+    std::vector<std::vector<store::OwnedValue>> values;
+    for (size_t r = 0; r < rows->size(); ++r) {
+        const json& row = (*rows)[r];
+        std::string at = "rows[" + std::to_string(r) + "]";
+        if (!row.is_array() || row.size() != columns->size()) {
+            throw WireError(at + " must be an array of " + std::to_string(columns->size()) + " values");
+        }
+        std::vector<store::OwnedValue> v;
+        for (size_t c = 0; c < row.size(); ++c) v.push_back(cluster::value_from_wire(row[c], at + "[" + std::to_string(c) + "]"));
+        require_owned(map, s->hash_of(collection, v[static_cast<size_t>(shard_at)]), at);
+        values.push_back(std::move(v));
+    }
+    int64_t inserted = 0;
+    s->database().exec("BEGIN");
+    for (const auto& v : values) inserted += s->run(sql, v);
+    s->database().exec("COMMIT");
+    send_msgpack(res, {{"inserted", inserted}});
+}
+
+// --- cluster -----------------------------------------------------------------
+
+void Api::join(const httplib::Request& req, httplib::Response& res) {
+    json request = decode_json(req);
+    cluster::NodeEntry newcomer;
+    newcomer.id = cluster::string_field(request, "id");
+    bool hex = newcomer.id.size() == 16;
+    for (char c : newcomer.id) hex = hex && std::isxdigit(static_cast<unsigned char>(c));
+    if (!hex) throw WireError("field 'id' must be 16 hex digits");
+    newcomer.address = cluster::string_field(request, "address");
+    split_address(newcomer.address, "field 'address'");
+    newcomer.free_bytes = cluster::integer_field(request, "free_bytes", 0);
+    std::optional<cluster::ClusterMap> map = node_.cluster.map();
+    if (!map) throw HttpError(503, "not_ready", "this node holds no cluster map yet; join through a node that does");
+    if (map->coordinator != node_.cluster.node_id()) {
+        const cluster::NodeEntry* coordinator = map->node(map->coordinator);
+        if (req.has_header("X-Aerials-Forwarded")) {
+            throw HttpError(421, "wrong_node", "join forwarded to a node that is not the coordinator", {{"map", map->to_json()}});
+        }
+        PeerReply reply = node_.peers.post(coordinator->address, req.path, req.body, kJson, t_trace, "", true);
+        if (reply.status == 0) throw HttpError(502, "forward_failed", "forwarding the join to the coordinator failed: " + reply.error);
+        res.status = reply.status;
+        res.set_content(reply.body, kJson);
+        return;
+    }
+    send_json(res, node_.cluster.join(newcomer, t_trace).to_json());
+}
+
+void Api::install() {
+    NodeContext& node = node_;
+    server_.set_pre_routing_handler([&node](const httplib::Request& req, httplib::Response& res) {
+        t_start = std::chrono::steady_clock::now();
+        t_timed = true;
+        std::string given = req.get_header_value("X-Trace-Id");
+        t_trace = valid_trace_id(given) ? given : random_hex(16);
+        res.set_header("X-Trace-Id", t_trace);
+        res.set_header("X-Aerials-Node", node.cluster.node_id());
+        if (req.path.rfind("/health/", 0) == 0) return httplib::Server::HandlerResponse::Unhandled;
+        std::string auth = req.get_header_value("Authorization");
+        if (auth.empty()) {
+            res.set_header("Connection", "close");
+            send_error(res, 401, "unauthorized", "this endpoint requires the cluster token: Authorization: Bearer <token>");
+            return httplib::Server::HandlerResponse::Handled;
+        }
+        std::string_view given_token(auth);
+        if (given_token.rfind("Bearer ", 0) == 0) given_token.remove_prefix(7);
+        if (!token_matches(given_token, node.token)) {
+            res.set_header("Connection", "close");
+            send_error(res, 403, "forbidden", "the cluster token is wrong");
+            return httplib::Server::HandlerResponse::Handled;
+        }
+        return httplib::Server::HandlerResponse::Unhandled;
+    });
+    server_.set_error_handler(httplib::Server::HandlerWithResponse([&node](const httplib::Request& req, httplib::Response& res) {
+        if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+        if (!t_timed) t_trace = random_hex(16);
+        res.set_header("X-Trace-Id", t_trace);
+        switch (res.status) {
+            case 404: send_error(res, 404, "not_found", "no endpoint " + req.method + " " + req.path.substr(0, 200)); break;
+            case 413:
+                send_error(res, 413, "too_large",
+                           "the request body is larger than this node accepts (--max-body " +
+                               std::to_string(node.config.max_body) + " bytes)");
+                break;
+            case 400: send_error(res, 400, "bad_request", "malformed HTTP request"); break;
+            default:
+                send_error(res, res.status, "http_" + std::to_string(res.status), "the request failed with HTTP status " +
+                                                                                  std::to_string(res.status));
+        }
+        return httplib::Server::HandlerResponse::Handled;
+    }));
+    server_.set_logger([&node](const httplib::Request& req, const httplib::Response& res) {
+        double seconds = t_timed ? std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count() : 0;
+        std::string endpoint = endpoint_of(req.path);
+        node.metrics.record(endpoint, res.status, seconds, req.body.size(), res.body.size());
+        json line{{"ts", now_ms()},
+                  {"trace_id", res.get_header_value("X-Trace-Id")},
+                  {"method", req.method},
+                  {"path", req.path.substr(0, 200)},
+                  {"status", res.status},
+                  {"ms", seconds * 1000},
+                  {"bytes_in", req.body.size()},
+                  {"bytes_out", res.body.size()},
+                  {"remote", req.remote_addr}};
+        if (res.status >= 400 && res.get_header_value("Content-Type") == kJson) {
+            json body = json::parse(res.body, nullptr, false);
+            if (body.is_object() && body.contains("message")) line["error"] = body["message"];
+        }
+        log_line(line);
+        t_timed = false;
+    });
+
+    get("/health/live", [](const httplib::Request&, httplib::Response& res) { send_json(res, {{"status", "live"}}); });
+    get("/health/ready", [this](const httplib::Request&, httplib::Response& res) {
+        if (node_.draining) throw HttpError(503, "not_ready", "this node is shutting down");
+        if (!node_.cluster.ready()) {
+            throw HttpError(503, "not_ready", "this node holds no cluster map in which it owns slots yet");
+        }
+        send_json(res, {{"status", "ready"}, {"epoch", node_.cluster.epoch()}, {"node", node_.cluster.node_id()}});
+    });
+    get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+        res.set_content(node_.metrics.render(node_.cluster.bucket_count(), node_.cluster.epoch()),
+                        "text/plain; version=0.0.4");
+    });
+    get("/v1/cluster/map", [this](const httplib::Request&, httplib::Response& res) {
+        std::optional<cluster::ClusterMap> map = node_.cluster.map();
+        if (!map) throw HttpError(503, "not_ready", "this node holds no cluster map yet");
+        send_json(res, map->to_json());
+    });
+    post("/v1/cluster/join", [this](const httplib::Request& req, httplib::Response& res) { join(req, res); });
+    post("/v1/cluster/map", [this](const httplib::Request& req, httplib::Response& res) {
+        cluster::ClusterMap offered = cluster::ClusterMap::from_json(decode_json(req));
+        node_.cluster.adopt(offered);
+        send_json(res, {{"epoch", node_.cluster.epoch()}});
+    });
+    post("/v1/kv/get", [this](const httplib::Request& req, httplib::Response& res) { kv_get(req, res); });
+    post("/v1/kv/put", [this](const httplib::Request& req, httplib::Response& res) { kv_put(req, res); });
+    post("/v1/kv/delete", [this](const httplib::Request& req, httplib::Response& res) { kv_delete(req, res); });
+    post("/v1/kv/batch", [this](const httplib::Request& req, httplib::Response& res) { kv_batch(req, res); });
+    post("/v1/scan", [this](const httplib::Request& req, httplib::Response& res) { scan(req, res); });
+    post("/v1/map", [this](const httplib::Request& req, httplib::Response& res) { map_query(req, res); });
+    post("/v1/rows/insert", [this](const httplib::Request& req, httplib::Response& res) { rows_insert(req, res); });
+    get("/v1/buckets", [this](const httplib::Request&, httplib::Response& res) { std::optional<cluster::ClusterMap> map = node_.cluster.map();
+        send_json(res, node_.store.bucket_listing(map ? map->slots : node_.config.slots)); });
+    get("/v1/collections", [this](const httplib::Request&, httplib::Response& res) {
+        auto s = node_.store.session();
+        sqlite::Statement list = s->database().prepare("SELECT name, shard_key, definition FROM aerials_collections(?1)");
+        list.bind(1, std::string_view(node_.store.root()));
+        json collections = json::array();
+        while (list.step()) {
+            collections.push_back(
+                {{"name", list.column_text(0)}, {"shard_key", list.column_text(1)}, {"definition", list.column_text(2)}});
+        }
+        send_json(res, {{"collections", std::move(collections)}});
+    });
+    post("/v1/collections", [this](const httplib::Request& req, httplib::Response& res) {
+        json request = decode_json(req);
+        std::string name = cluster::string_field(request, "name");
+        std::string shard_key = cluster::string_field(request, "shard_key");
+        const json* definition = cluster::optional_field(request, "definition");
+        if (!definition || !definition->is_array()) throw WireError("field 'definition' must be an array of strings");
+        std::vector<std::string> definitions;
+        for (const json& d : *definition) {
+            if (!d.is_string()) throw WireError("field 'definition' must be an array of strings");
+            definitions.push_back(d.get<std::string>());
+        }
+        auto s = node_.store.session();
+        s->define(name, shard_key, definitions);
+        send_json(res, {{"created", true}});
+    });
+}
+
+}  // namespace
+
+std::shared_ptr<void> install_api(httplib::Server& server, NodeContext& node) {
+    auto api = std::make_shared<Api>(server, node);
+    api->install();
+    return api;
+}
+
+}  // namespace aerials::server

@@ -1,0 +1,33 @@
+// The endpoints of aerialsd (docs/protocol.md) on a cpp-httplib server, and
+// what every request goes through: trace id, token check, the epoch check,
+// one JSON log line and the metrics.
+#pragma once
+
+#include <atomic>
+#include <memory>
+#include <string>
+
+#include <httplib.h>
+
+#include "server/cluster_state.h"
+#include "server/config.h"
+#include "server/local_store.h"
+#include "server/metrics.h"
+#include "server/peer_client.h"
+
+namespace aerials::server {
+
+struct NodeContext {
+    const ServerConfig& config;
+    std::string token;
+    LocalStore& store;
+    ClusterState& cluster;
+    const PeerClient& peers;
+    Metrics& metrics;
+    std::atomic<bool> draining{false};
+};
+
+// Returns what the handlers refer to: keep it until the server has stopped.
+std::shared_ptr<void> install_api(httplib::Server& server, NodeContext& node);
+
+}  // namespace aerials::server

@@ -1,0 +1,160 @@
+// aerialsd: one node of an aerials cluster. See `aerialsd --help`,
+// docs/protocol.md and docs/decisions/0009-http-server.md.
+//
+// Start-up: open (or create) the store, load the node id and the persisted
+// map, listen; then either create a cluster (no map, no --join) or join
+// through --join in the background (the node answers /health/ready only once
+// it owns slots). SIGTERM or SIGINT: stop accepting, finish the requests in
+// flight, exit 0.
+#include <sys/statvfs.h>
+
+#include <csignal>
+#include <filesystem>
+#include <iostream>
+#include <thread>
+
+#include <httplib.h>
+
+#include "server/auth.h"
+#include "server/bounded_pool.h"
+#include "server/cluster_state.h"
+#include "server/config.h"
+#include "server/http_api.h"
+#include "server/local_store.h"
+#include "server/metrics.h"
+#include "server/peer_client.h"
+
+namespace {
+
+using namespace aerials::server;
+
+int64_t free_bytes(const std::string& root) {
+    struct statvfs fs {};
+    if (statvfs(root.c_str(), &fs) != 0) return 0;
+    return static_cast<int64_t>(fs.f_bavail) * static_cast<int64_t>(fs.f_frsize);
+}
+
+// Joins through `seed`, retrying while it cannot be reached. Returns an empty
+// string on success, else why it failed for good.
+std::string join_cluster(const ServerConfig& config, ClusterState& cluster, const PeerClient& peers) {
+    nlohmann::json request{{"id", cluster.node_id()}, {"address", config.advertise}, {"free_bytes", free_bytes(config.root)}};
+    std::string last_error;
+    for (int attempt = 0; attempt < config.join_retries; ++attempt) {
+        if (attempt) std::this_thread::sleep_for(std::chrono::milliseconds(200));
+        std::string trace = "join-" + random_hex(8);
+        PeerReply reply = peers.post(config.join, "/v1/cluster/join", request.dump(), "application/json", trace);
+        if (reply.status == 0) {
+            last_error = reply.error;
+            continue;
+        }
+        nlohmann::json body = nlohmann::json::parse(reply.body, nullptr, false);
+        if (reply.status == 200) {
+            try {
+                cluster.adopt(aerials::cluster::ClusterMap::from_json(body));
+                return "";
+            } catch (const std::exception& e) {
+                return std::string("the join answer of ") + config.join + " is not a valid map: " + e.what();
+            }
+        }
+        std::string message = body.is_object() && body.contains("message") ? body["message"].get<std::string>() : reply.body;
+        if (reply.status == 503) {  // the seed is starting up
+            last_error = message;
+            continue;
+        }
+        return "node " + config.join + " refused the join (" + std::to_string(reply.status) + "): " + message;
+    }
+    return "could not reach " + config.join + " to join after " + std::to_string(config.join_retries) +
+           " attempts: " + last_error;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+    ServerConfig config;
+    if (std::optional<int> exit_code = parse_config(argc, argv, config)) return *exit_code;
+
+    // SIGTERM and SIGINT are taken by a thread of their own (sigwait), so no
+    // handler runs in the middle of a request.
+    sigset_t signals;
+    sigemptyset(&signals);
+    sigaddset(&signals, SIGTERM);
+    sigaddset(&signals, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+    std::signal(SIGPIPE, SIG_IGN);
+
+    try {
+        std::string token = read_token_file(config.token_file);
+        auto [host, port] = split_address(config.listen, "--listen");
+        auto [advertised_host, advertised_port] = split_address(config.advertise, "--advertise");
+        if (advertised_host == "0.0.0.0" || advertised_host == "[::]" || advertised_host == "::") {
+            throw std::invalid_argument("--listen " + config.listen +
+                                        " is a wildcard address: give --advertise HOST:PORT, the address other nodes "
+                                        "and clients reach this node at");
+        }
+        if (!config.join.empty()) split_address(config.join, "--join");
+        std::filesystem::create_directories(config.root);
+        config.root = std::filesystem::canonical(config.root).string();
+
+        LocalStore store(config.root, config.max_open);
+        PeerClient peers(token, std::chrono::milliseconds(config.peer_timeout_ms));
+        Metrics metrics;
+        ClusterState cluster(config.root, config.advertise, peers, [&store, &cluster_slots = config.slots]() {
+            return store.bucket_listing(cluster_slots);
+        });
+        httplib::Server server;
+        NodeContext node{config, token, store, cluster, peers, metrics};
+
+        server.new_task_queue = [&config] {
+            return new BoundedPool(static_cast<size_t>(config.threads), static_cast<size_t>(config.queue));
+        };
+        server.set_payload_max_length(static_cast<size_t>(config.max_body));
+        server.set_read_timeout(config.read_timeout_s, 0);
+        server.set_write_timeout(config.write_timeout_s, 0);
+        server.set_keep_alive_timeout(config.keep_alive_timeout_s);
+        server.set_keep_alive_max_count(static_cast<size_t>(config.keep_alive_max));
+        server.set_tcp_nodelay(true);
+        std::shared_ptr<void> api = install_api(server, node);
+
+        if (config.join.empty()) cluster.create_if_missing(config.slots, free_bytes(config.root));
+        if (!server.bind_to_port(host.c_str(), port)) {
+            throw std::runtime_error("cannot listen on " + config.listen + " (in use, or not an address of this host)");
+        }
+        log_line({{"event", "listening"}, {"listen", config.listen}, {"node", cluster.node_id()}, {"root", config.root},
+                  {"epoch", cluster.epoch()}, {"pid", getpid()}});
+
+        std::atomic<int> exit_code{0};
+        std::thread signal_thread([&] {
+            int received = 0;
+            sigwait(&signals, &received);
+            if (received == 0) return;
+            node.draining = true;
+            log_line({{"event", "draining"}, {"signal", received}, {"node", cluster.node_id()}});
+            server.stop();
+        });
+        std::thread joiner;
+        if (!config.join.empty()) {
+            joiner = std::thread([&] {
+                std::string failure = join_cluster(config, cluster, peers);
+                if (failure.empty()) {
+                    log_line({{"event", "joined"}, {"epoch", cluster.epoch()}, {"node", cluster.node_id()}});
+                    return;
+                }
+                log_line({{"event", "join_failed"}, {"node", cluster.node_id()}, {"error", failure}});
+                std::cerr << "aerialsd: " << failure << "\n";
+                exit_code = 1;
+                node.draining = true;
+                server.stop();
+            });
+        }
+        server.listen_after_bind();
+        if (joiner.joinable()) joiner.join();
+        // Wake the signal thread if the server stopped for another reason.
+        pthread_kill(signal_thread.native_handle(), SIGTERM);
+        signal_thread.join();
+        log_line({{"event", "stopped"}, {"node", cluster.node_id()}, {"exit_code", exit_code.load()}});
+        return exit_code;
+    } catch (const std::exception& e) {
+        std::cerr << "aerialsd: " << e.what() << "\n";
+        return 1;
+    }
+}

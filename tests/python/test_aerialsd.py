@@ -1,0 +1,493 @@
+"""aerialsd: three real nodes on 127.0.0.1 form a cluster through --join and
+serve key-value records, scans, map-reduce and listings over HTTP; security
+answers; SIGTERM; concurrent joins; a join refused because of data."""
+import concurrent.futures
+import os
+import signal
+import tempfile
+import unittest
+
+from aerialsd_testlib import TOKEN, Cluster, Node, packb, served_by
+
+
+class ThreeNodes(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.cluster = Cluster(3, extra=["--max-body", "65536", "--read-timeout", "1"])
+        cls.nodes = cls.cluster.nodes
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.cluster.close()
+
+    def assert_serving(self):
+        """Every node still answers, with the token, after whatever the test sent."""
+        for n in self.nodes:
+            self.assertEqual(n.request("GET", "/health/live", token=None).status, 200)
+            r = n.call("/v1/kv/get", {"key": "still-there"})
+            self.assertEqual(r.status, 200, r)
+
+    def put(self, node, key, value, subkey=None, **kw):
+        doc = {"key": key, "value": value}
+        if subkey is not None:
+            doc["subkey"] = subkey
+        doc.update(kw)
+        return node.call("/v1/kv/put", doc)
+
+    def get(self, node, key, subkey=None):
+        doc = {"key": key}
+        if subkey is not None:
+            doc["subkey"] = subkey
+        r = node.call("/v1/kv/get", doc)
+        self.assertEqual(r.status, 200, r)
+        return r.msgpack()
+
+    # --- the cluster ---
+
+    def test_map_epochs_and_ready(self):
+        maps = [n.cluster_map() for n in self.nodes]
+        # 1: the seed's cluster; each join adds a proposal epoch and an assignment epoch.
+        for m in maps:
+            self.assertEqual(m, maps[0])
+        m = maps[0]
+        self.assertEqual(m["epoch"], 5)
+        self.assertEqual(m["slots"], 4096)
+        self.assertEqual(len(m["nodes"]), 3)
+        self.assertTrue(all(node["state"] == "write" for node in m["nodes"]))
+        covered = 0
+        counts = {}
+        for first, end, owner in m["assignment"]:
+            self.assertEqual(first, covered)
+            covered = end
+            counts[owner] = counts.get(owner, 0) + end - first
+        self.assertEqual(covered, 4096)
+        self.assertEqual(sorted(counts.values()), [1365, 1365, 1366])
+        for n in self.nodes:
+            ready = n.request("GET", "/health/ready", token=None)
+            self.assertEqual(ready.status, 200)
+            self.assertEqual(ready.json()["epoch"], 5)
+        # The seed recorded every epoch once, in order.
+        adopted = [line["epoch"] for line in self.nodes[0].log_lines() if line.get("event") == "map_adopted"]
+        self.assertEqual(adopted, [1, 2, 3, 4, 5])
+
+    def test_map_persisted_in_catalog(self):
+        import sqlite3
+        db = sqlite3.connect(os.path.join(self.nodes[1].root, "aerial.sq3"))
+        try:
+            stored = db.execute("SELECT value FROM aerials_cluster WHERE name = 'map'").fetchone()[0]
+        finally:
+            db.close()
+        import json
+        self.assertEqual(json.loads(stored)["epoch"], self.nodes[1].cluster_map()["epoch"])
+
+    # --- key-value records ---
+
+    def test_kv_exact_types(self):
+        values = [7, -3, 2 ** 62, 5.0, 2.5, "text", "", b"\x00\x01blob", b"", None]
+        keys = [5, 5.5, "5", b"5", -1, "k\u00e9y"]
+        for i, key in enumerate(keys):
+            for j, value in enumerate(values):
+                node = self.nodes[(i + j) % 3]
+                r = self.put(node, key, value, subkey=j)
+                self.assertEqual(r.status, 200, r)
+                self.assertEqual(r.msgpack(), {"written": 1})
+        for i, key in enumerate(keys):
+            for j, value in enumerate(values):
+                got = self.get(self.nodes[(i + j + 1) % 3], key, subkey=j)
+                self.assertTrue(got["found"])
+                self.assertEqual(got["value"], value)
+                self.assertIs(type(got["value"]), type(value), (key, value))
+        # Integer 5, real 5.0 (a whole number: the same key in SQLite), text '5' and blob '5' are distinct keys.
+        self.put(self.nodes[0], 5, "int", subkey="t")
+        self.put(self.nodes[0], "5", "text", subkey="t")
+        self.put(self.nodes[0], b"5", "blob", subkey="t")
+        self.assertEqual(self.get(self.nodes[1], 5, "t")["value"], "int")
+        self.assertEqual(self.get(self.nodes[2], "5", "t")["value"], "text")
+        self.assertEqual(self.get(self.nodes[0], b"5", "t")["value"], "blob")
+
+    def test_kv_routing_forwards_to_owner(self):
+        owners = set()
+        for k in range(30):
+            r = self.put(self.nodes[0], "route-%d" % k, k)
+            self.assertEqual(r.status, 200, r)
+            owners.add(served_by(r))
+        self.assertEqual(len(owners), 3, "30 keys should spread over all three nodes")
+        # Reading through any node gives the same record; the owner answers without forwarding.
+        for k in range(30):
+            answers = [n.call("/v1/kv/get", {"key": "route-%d" % k}) for n in self.nodes]
+            self.assertEqual({served_by(a) for a in answers}, {served_by(answers[0])})
+            self.assertEqual([a.msgpack() for a in answers], [{"found": True, "value": k}] * 3)
+            self.assertEqual(sum(1 for a in answers if a.header("X-Aerials-Forwarded-To")), 2)
+
+    def test_kv_insert_mode_and_delete(self):
+        n = self.nodes[1]
+        self.assertEqual(self.put(n, "once", 1, mode="insert").status, 200)
+        dup = self.put(n, "once", 2, mode="insert")
+        self.assertEqual(dup.status, 409, dup)
+        self.assertEqual(dup.json()["error"], "constraint")
+        self.assertIn("UNIQUE", dup.json()["message"])
+        self.assertEqual(self.get(n, "once")["value"], 1)
+        r = self.nodes[2].call("/v1/kv/delete", {"key": "once"})
+        self.assertEqual(r.msgpack(), {"deleted": 1})
+        self.assertEqual(self.get(self.nodes[0], "once"), {"found": False})
+        self.assertEqual(self.nodes[0].call("/v1/kv/delete", {"key": "once"}).msgpack(), {"deleted": 0})
+
+    def owner_node(self, key):
+        r = self.nodes[0].call("/v1/kv/get", {"key": key})
+        return self.cluster.by_id()[served_by(r)]
+
+    def test_kv_batch_is_one_transaction(self):
+        owner = self.owner_node("batch-a")
+        keys = [k for k in ("batch-%d" % i for i in range(40)) if self.owner_node(k) is owner][:4]
+        self.assertGreaterEqual(len(keys), 2)
+        ops = [{"op": "put", "key": k, "value": i} for i, k in enumerate(keys)]
+        ops.append({"op": "get", "key": keys[0]})
+        r = owner.call("/v1/kv/batch", {"ops": ops})
+        self.assertEqual(r.status, 200, r)
+        results = r.msgpack()["results"]
+        self.assertEqual(results[-1], {"found": True, "value": 0})
+        # A failing op undoes the batch's earlier writes.
+        bad = [{"op": "put", "key": keys[0], "value": "changed"}, {"op": "put", "key": keys[1], "value": 9, "mode": "insert"}]
+        r = owner.call("/v1/kv/batch", {"ops": bad})
+        self.assertEqual(r.status, 409, r)
+        self.assertEqual(self.get(owner, keys[0])["value"], 0)
+        # Keys of another node: 421 with the owner and the map.
+        other = next(k for k in ("other-%d" % i for i in range(60)) if self.owner_node(k) is not owner)
+        r = owner.call("/v1/kv/batch", {"ops": [{"op": "get", "key": other}]})
+        self.assertEqual(r.status, 421, r)
+        self.assertIn("map", r.json())
+        self.assertIn(r.json()["owner"], self.cluster.by_id())
+
+    # --- scans, collections, map-reduce ---
+
+    def test_scan_pushdown_order_limit(self):
+        for k in range(40):
+            self.put(self.nodes[k % 3], 1000 + k, "v%d" % k, subkey="scan")
+        rows = []
+        for n in self.nodes:
+            r = n.call("/v1/scan", {"where": [{"column": "key", "op": ">=", "value": 1010},
+                                              {"column": "key", "op": "<", "value": 1040},
+                                              {"column": "subkey", "op": "=", "value": "scan"}],
+                                    "order_by": [{"column": "key", "desc": True}],
+                                    "columns": ["key", "value"], "limit": 5})
+            self.assertEqual(r.status, 200, r)
+            body = r.msgpack()
+            self.assertEqual(body["columns"], ["key", "value"])
+            keys = [row[0] for row in body["rows"]]
+            self.assertEqual(keys, sorted(keys, reverse=True))
+            self.assertLessEqual(len(keys), 5)
+            rows += body["rows"]
+        top = sorted(rows, key=lambda row: -row[0])[:5]
+        self.assertEqual(top, [[1039 - i, "v%d" % (39 - i)] for i in range(5)])
+        # All rows of the range, over the three nodes, exactly once.
+        everything = []
+        for n in self.nodes:
+            r = n.call("/v1/scan", {"where": [{"column": "subkey", "op": "=", "value": "scan"}]})
+            self.assertEqual(r.msgpack()["columns"], ["key", "subkey", "value"])
+            everything += r.msgpack()["rows"]
+        self.assertEqual(sorted(row[0] for row in everything), list(range(1000, 1040)))
+
+    def test_collection_rows_and_map_reduce(self):
+        definition = {"name": "orders", "shard_key": "customer_id",
+                      "definition": ["order_id INTEGER", "customer_id INTEGER NOT NULL", "total REAL"]}
+        for n in self.nodes:
+            r = n.request("POST", "/v1/collections", __import__("json").dumps(definition), "application/json")
+            self.assertEqual(r.status, 200, r)
+        by_id = self.cluster.by_id()
+        expected = {}
+        for order_id in range(60):
+            customer = order_id % 7
+            total = float(order_id) + 0.5
+            expected[customer] = expected.get(customer, 0.0) + total
+            doc = {"collection": "orders", "columns": ["order_id", "customer_id", "total"],
+                   "rows": [[order_id, customer, total]]}
+            r = self.nodes[0].call("/v1/rows/insert", doc)
+            if r.status == 421:  # not the owner: the answer names it
+                r = by_id[r.json()["owner"]].call("/v1/rows/insert", doc)
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.msgpack(), {"inserted": 1})
+        totals = {}
+        for n in self.nodes:
+            r = n.call("/v1/map", {"sql": "SELECT customer_id, sum(total) AS s, count(*) AS n FROM orders GROUP BY 1"})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.msgpack()["columns"], ["customer_id", "s", "n"])
+            for customer, s, count in r.msgpack()["rows"]:
+                totals[customer] = totals.get(customer, 0.0) + s
+        self.assertEqual(totals, expected)
+        # A scan of the collection with a shard-key equality.
+        rows = []
+        for n in self.nodes:
+            r = n.call("/v1/scan", {"collection": "orders", "where": [{"column": "customer_id", "op": "=", "value": 3}],
+                                    "order_by": [{"column": "order_id"}], "columns": ["order_id", "total"]})
+            self.assertEqual(r.status, 200, r)
+            rows += r.msgpack()["rows"]
+        self.assertEqual(sorted(rows), [[i, i + 0.5] for i in range(3, 60, 7)])
+        listed = self.nodes[2].request("GET", "/v1/collections").json()["collections"]
+        self.assertIn("orders", [c["name"] for c in listed])
+
+    def test_bucket_listing(self):
+        for n in self.nodes:
+            r = n.request("GET", "/v1/buckets")
+            self.assertEqual(r.status, 200, r)
+            buckets = r.json()["buckets"]
+            self.assertGreaterEqual(len(buckets), 1)
+            for b in buckets:
+                self.assertEqual(b["first_slot"], int(b["lo"], 16) >> 52)
+                self.assertEqual(b["last_slot"], int(b["hi"], 16) >> 52)
+
+    # --- epochs ---
+
+    def test_stale_epoch_gets_the_current_map(self):
+        r = self.nodes[1].call("/v1/kv/get", {"key": "x"}, epoch=2)
+        self.assertEqual(r.status, 409, r)
+        body = r.json()
+        self.assertEqual(body["error"], "stale_epoch")
+        self.assertEqual(body["map"], self.nodes[1].cluster_map())
+        self.assertIn("epoch 2", body["message"])
+        missing = self.nodes[1].request("POST", "/v1/kv/get", packb({"key": "x"}), "application/msgpack")
+        self.assertEqual(missing.status, 400)
+        self.assertIn("X-Aerials-Epoch", missing.json()["message"])
+
+    # --- security ---
+
+    def test_no_token_and_wrong_token(self):
+        for n in self.nodes:
+            r = n.request("GET", "/v1/cluster/map", token=None)
+            self.assertEqual(r.status, 401)
+            self.assertEqual(r.json()["error"], "unauthorized")
+            self.assertIn("token", r.json()["message"])
+            r = n.request("POST", "/v1/kv/put", packb({"key": 1, "value": 1}), "application/msgpack",
+                          token=TOKEN + "x", epoch=5)
+            self.assertEqual(r.status, 403)
+            self.assertEqual(r.json()["error"], "forbidden")
+            r = n.request("GET", "/metrics", token="")
+            self.assertIn(r.status, (401, 403))
+            # Health checks need no token.
+            self.assertEqual(n.request("GET", "/health/live", token=None).status, 200)
+        self.assertEqual(self.get(self.nodes[0], 1), {"found": False})
+        self.assert_serving()
+
+    def test_oversized_body(self):
+        r = self.nodes[0].call("/v1/kv/put", {"key": "big", "value": b"x" * 70000})
+        self.assertEqual(r.status, 413, r)
+        self.assertEqual(r.json()["error"], "too_large")
+        self.assertIn("65536", r.json()["message"])
+        self.assert_serving()
+
+    def test_malformed_bodies(self):
+        n = self.nodes[1]
+        cases = [
+            ("/v1/kv/get", b"\xc1\x00", "application/msgpack"),
+            ("/v1/kv/get", b"\x81\xa3key", "application/msgpack"),         # truncated
+            ("/v1/kv/get", b"\x91" * 60000, "application/msgpack"),        # nested 60000 deep
+            ("/v1/kv/get", packb([1, 2]), "application/msgpack"),          # not a map
+            ("/v1/kv/get", packb({"key": [1]}), "application/msgpack"),    # not a SQLite value
+            ("/v1/kv/get", packb({"key": None}), "application/msgpack"),
+            ("/v1/kv/put", packb({"key": 1, "value": 2 ** 64 - 1}), "application/msgpack"),
+            ("/v1/kv/get", b"{\"key\": 1}", "application/json"),            # wrong content type
+            ("/v1/scan", packb({"where": "key = 1"}), "application/msgpack"),
+            ("/v1/scan", packb({"where": [{"column": "key", "op": "; DROP", "value": 1}]}), "application/msgpack"),
+            ("/v1/scan", packb({"columns": ["key) FROM x; --"]}), "application/msgpack"),
+        ]
+        for path, body, content_type in cases:
+            r = n.request("POST", path, body, content_type, epoch=5)
+            self.assertEqual(r.status, 400, (path, body[:20], r))
+            self.assertEqual(r.json()["error"], "bad_request")
+            self.assertTrue(r.json()["message"])
+        for body in (b"{not json", b"[1, 2]", b""):
+            r = n.request("POST", "/v1/cluster/join", body, "application/json")
+            self.assertEqual(r.status, 400, r)
+            self.assertIn("JSON", r.json()["message"])
+        r = n.request("POST", "/v1/cluster/map", b"{\"epoch\": 99}", "application/json")
+        self.assertEqual(r.status, 400, r)
+        self.assertEqual(n.cluster_map()["epoch"], 5)
+        self.assert_serving()
+
+    def test_path_like_names(self):
+        n = self.nodes[2]
+        for name in ("../../etc/passwd", "/etc/passwd", "a/b", "..", "x\\y"):
+            r = n.call("/v1/scan", {"collection": name})
+            self.assertEqual(r.status, 400, (name, r))
+            self.assertIn("path", r.json()["message"])
+            r = n.request("POST", "/v1/collections", __import__("json").dumps(
+                {"name": name, "shard_key": "a", "definition": ["a INTEGER"]}), "application/json")
+            self.assertEqual(r.status, 400, (name, r))
+        # A definition cannot smuggle options (root='...') into the module arguments.
+        for definition in (["a INTEGER", "root='/tmp/elsewhere'"], ["a INTEGER, root='/tmp/x'"]):
+            r = n.request("POST", "/v1/collections", __import__("json").dumps(
+                {"name": "sneaky", "shard_key": "a", "definition": definition}), "application/json")
+            self.assertEqual(r.status, 400, r)
+            self.assertIn("option", r.json()["message"])
+        self.assertFalse(os.path.exists("/tmp/elsewhere"))
+        r = n.call("/v1/scan", {"collection": "no_such_table"})
+        self.assertEqual(r.status, 404, r)
+        self.assert_serving()
+
+    def test_map_reduce_refuses_writes(self):
+        n = self.nodes[0]
+        self.put(n, "keep-me", 1)
+        for sql in ("DELETE FROM kv", "INSERT INTO kv VALUES (1, 2, 3)", "DROP TABLE bucket",
+                    "ATTACH DATABASE '/tmp/x.db' AS x", "PRAGMA writable_schema = 1",
+                    "SELECT 1; DELETE FROM kv", "CREATE TABLE t(a)"):
+            for node in self.nodes:
+                r = node.call("/v1/map", {"sql": sql})
+                self.assertEqual(r.status, 400, (sql, r))
+                self.assertIn(r.json()["error"], ("read_only", "bad_request"))
+                self.assertTrue(r.json()["message"])
+        r = n.call("/v1/map", {"sql": "DELETE FROM kv"})
+        self.assertEqual(r.json()["error"], "read_only")
+        self.assertEqual(self.get(n, "keep-me")["value"], 1)
+        self.assert_serving()
+
+    def test_slow_client_is_cut_off_and_keep_alive_works(self):
+        import socket
+        n = self.nodes[0]
+        slow = socket.create_connection(("127.0.0.1", n.port), timeout=20)
+        try:
+            # Headers promise 100 bytes of body; 10 come, then nothing.
+            slow.sendall(b"POST /v1/kv/get HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + TOKEN.encode() +
+                         b"\r\nContent-Length: 100\r\nContent-Type: application/msgpack\r\n\r\n0123456789")
+            # Meanwhile the node serves others.
+            self.assert_serving()
+            # The node closes the connection once --read-timeout (1 s) passed
+            # (bounded here by the socket timeout, not a measured time).
+            data = b""
+            while True:
+                chunk = slow.recv(4096)
+                if not chunk:
+                    break
+                data += chunk
+            self.assertNotIn(b"200 OK", data)
+        finally:
+            slow.close()
+        # Many requests over one kept-alive connection.
+        import http.client
+        conn = http.client.HTTPConnection("127.0.0.1", n.port, timeout=10)
+        try:
+            epoch = n.cluster_map()["epoch"]
+            for i in range(20):
+                conn.request("POST", "/v1/kv/get", body=packb({"key": "ka-%d" % i}),
+                             headers={"Authorization": "Bearer " + TOKEN, "X-Aerials-Epoch": str(epoch),
+                                      "Content-Type": "application/msgpack"})
+                r = conn.getresponse()
+                r.read()
+                self.assertEqual(r.status, 200)
+                self.assertNotEqual(r.getheader("Connection"), "close")
+        finally:
+            conn.close()
+
+    # --- observability ---
+
+    def test_trace_id_log_and_metrics(self):
+        n = self.nodes[1]
+        r = n.call("/v1/kv/get", {"key": "traced"}, headers={"X-Trace-Id": "trace-abc.123"})
+        self.assertEqual(r.header("X-Trace-Id"), "trace-abc.123")
+        owner = self.cluster.by_id()[served_by(r)]
+        for node in {n, owner}:
+            lines = [l for l in node.log_lines() if l.get("trace_id") == "trace-abc.123"]
+            self.assertEqual(len(lines), 1, node.name)
+            self.assertEqual(lines[0]["path"], "/v1/kv/get")
+            self.assertEqual(lines[0]["status"], 200)
+        bad = n.request("GET", "/health/live", token=None, headers={"X-Trace-Id": "bad id with spaces"})
+        self.assertRegex(bad.header("X-Trace-Id"), "^[0-9a-f]{16}$")
+        m = n.request("GET", "/metrics")
+        self.assertEqual(m.status, 200)
+        text = m.body.decode()
+        self.assertIn('aerialsd_requests_total{endpoint="/v1/kv/get",status="200"}', text)
+        self.assertIn("aerialsd_request_duration_seconds_bucket", text)
+        self.assertIn("aerialsd_epoch 5", text)
+        self.assertRegex(text, r"aerialsd_buckets [1-9]")
+
+
+class Lifecycle(unittest.TestCase):
+    def setUp(self):
+        self.tmp = tempfile.TemporaryDirectory(prefix="aerialsd-")
+        self.nodes = []
+
+    def tearDown(self):
+        for n in self.nodes:
+            n.stop(signal.SIGKILL)
+        self.tmp.cleanup()
+
+    def node(self, name, **kw):
+        n = Node(self.tmp.name, name, **kw)
+        self.nodes.append(n)
+        return n
+
+    def test_sigterm_exits_cleanly_and_restart_keeps_map(self):
+        n = self.node("solo").start()
+        n.wait_ready()
+        self.assertEqual(n.call("/v1/kv/put", {"key": "k", "value": "v"}).status, 200)
+        self.assertEqual(n.stop(signal.SIGTERM), 0)
+        events = [l.get("event") for l in n.log_lines()]
+        self.assertIn("draining", events)
+        self.assertEqual(events[-1], "stopped")
+        # Restarted on the same root: same node id, same map, same data.
+        first_map = None
+        for l in n.log_lines():
+            if l.get("event") == "map_adopted":
+                first_map = l
+        n.start()
+        n.wait_ready()
+        self.assertEqual(n.cluster_map()["epoch"], 1)
+        self.assertEqual(n.call("/v1/kv/get", {"key": "k"}).msgpack(), {"found": True, "value": "v"})
+        self.assertEqual(n.cluster_map()["coordinator"], first_map["node"])
+
+    def test_concurrent_joins_get_distinct_epochs(self):
+        seed = self.node("seed").start()
+        seed.wait_ready()
+        a = self.node("a", join=seed.address)
+        b = self.node("b", join=seed.address)
+        a.start()
+        b.start()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            list(pool.map(lambda n: n.wait_ready(), [a, b]))
+        maps = [n.cluster_map() for n in (seed, a, b)]
+        self.assertEqual(maps[0]["epoch"], 5)
+        self.assertTrue(all(m == maps[0] for m in maps))
+        joined = [next(l["epoch"] for l in n.log_lines() if l.get("event") == "joined") for n in (a, b)]
+        self.assertEqual(sorted(joined), [3, 5])
+        adopted = [l["epoch"] for l in seed.log_lines() if l.get("event") == "map_adopted"]
+        self.assertEqual(adopted, [1, 2, 3, 4, 5])
+
+    def test_join_into_slots_with_data_is_refused(self):
+        seed = self.node("seed").start()
+        seed.wait_ready()
+        for k in range(50):
+            self.assertEqual(seed.call("/v1/kv/put", {"key": k, "value": k}).status, 200)
+        late = self.node("late", join=seed.address).start()
+        code = late.process.wait(30)
+        self.assertEqual(code, 1)
+        log = late.log_text()
+        self.assertIn("refused", log)
+        self.assertIn("holds", log)
+        self.assertIn("moving data between nodes is not supported yet", log)
+        self.assertEqual(seed.cluster_map()["epoch"], 1)
+        self.assertEqual(seed.call("/v1/kv/get", {"key": 7}).msgpack(), {"found": True, "value": 7})
+
+    def test_help_and_bad_options(self):
+        import subprocess
+        from aerialsd_testlib import AERIALSD
+        out = subprocess.run([AERIALSD, "--help"], capture_output=True, text=True)
+        self.assertEqual(out.returncode, 0)
+        for option in ("--root", "--listen", "--token-file", "--join", "--config", "--threads", "--max-body",
+                       "--read-timeout", "--keep-alive-timeout", "AERIALSD_ROOT"):
+            self.assertIn(option, out.stdout)
+        self.assertIn("127.0.0.1:9080", out.stdout)
+        missing = subprocess.run([AERIALSD, "--root", self.tmp.name + "/r"], capture_output=True, text=True)
+        self.assertNotEqual(missing.returncode, 0)
+        self.assertIn("token-file", missing.stderr + missing.stdout)
+        # The config file and the environment configure it too.
+        n = self.node("configured")
+        config = os.path.join(self.tmp.name, "node.conf")
+        with open(config, "w") as f:
+            f.write('listen = "%s"\ntoken-file = "%s"\n' % (n.address, n.token_file))
+        env = dict(os.environ, AERIALSD_ROOT=n.root)
+        n.log = open(n.log_path, "ab")
+        n.process = subprocess.Popen([AERIALSD, "--config", config], stdout=n.log, stderr=subprocess.STDOUT, env=env)
+        self.assertEqual(n.wait_ready()["epoch"], 1)
+        self.assertTrue(os.path.exists(os.path.join(n.root, "aerial.sq3")))
+
+
+if __name__ == "__main__":
+    unittest.main()
