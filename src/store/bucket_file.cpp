@@ -5,6 +5,7 @@
 #include <system_error>
 
 #include "schema_sql.h"
+#include "store/cancellation.h"
 #include "store/change_capture.h"
 #include "store/crash_point.h"
 #include "store/process_owner.h"
@@ -25,7 +26,9 @@ BucketFile::BucketFile(const fs::path& root, BucketId id, const BucketConnection
     // away by another process, and silently creating an empty one would hide
     // every record it had.
     try {
-        db_ = sqlite::Database(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX);
+        // FULLMUTEX: the read pool's workers step cursor statements on this
+        // connection while the calling thread goes on using it.
+        db_ = sqlite::Database(path_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_FULLMUTEX);
     } catch (const sqlite::Error& e) {
         std::error_code ec;
         if (!fs::exists(path_, ec)) throw BucketRetired("bucket file '" + path_ + "' no longer exists");
@@ -53,6 +56,7 @@ BucketFile::BucketFile(const fs::path& root, BucketId id, const BucketConnection
     }
     if (version < schema::kBucketVersion) upgrade();
     install_capture_functions(db_, &current_txn_);
+    install_cancel_handler(db_.get());
     ensure_collections(collections, collections_version);
 }
 
@@ -299,7 +303,11 @@ void BucketFile::release_retained() {
 void BucketFile::end_snapshot() {
     if (snapshot_open_ && !in_txn_ && sqlite3_get_autocommit(db_.get()) == 0) {
         // Ends a read transaction: nothing to fail but the snapshot's release.
-        sqlite3_exec(db_.get(), "COMMIT", nullptr, nullptr, nullptr);
+        try {
+            run_cached(std::string("COMMIT"));
+        } catch (const std::exception&) {
+            sqlite3_exec(db_.get(), "ROLLBACK", nullptr, nullptr, nullptr);
+        }
     }
     if (!in_txn_) snapshot_open_ = false;
 }

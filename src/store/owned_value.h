@@ -4,6 +4,8 @@
 
 #include <cstdint>
 #include <string>
+#include <new>
+#include <utility>
 
 #include "sqlite/api.h"
 
@@ -46,6 +48,33 @@ struct OwnedValue {
             default: sqlite3_result_null(ctx); break;
         }
     }
+};
+
+// A protected copy of a value (sqlite3_value_dup), for rows that worker
+// threads read and the querying thread compares and returns as they are.
+class ValueCopy {
+public:
+    ValueCopy() = default;
+    explicit ValueCopy(sqlite3_value* v) : value_(sqlite3_value_dup(v)) {
+        if (!value_) throw std::bad_alloc();
+    }
+    ~ValueCopy() { sqlite3_value_free(value_); }
+    ValueCopy(ValueCopy&& other) noexcept : value_(std::exchange(other.value_, nullptr)) {}
+    ValueCopy& operator=(ValueCopy&& other) noexcept {
+        if (this != &other) {
+            sqlite3_value_free(value_);
+            value_ = std::exchange(other.value_, nullptr);
+        }
+        return *this;
+    }
+    ValueCopy(const ValueCopy&) = delete;
+    ValueCopy& operator=(const ValueCopy&) = delete;
+
+    sqlite3_value* get() const { return value_; }
+    void result(sqlite3_context* ctx) const { sqlite3_result_value(ctx, value_); }
+
+private:
+    sqlite3_value* value_ = nullptr;
 };
 
 }  // namespace aerials::store

@@ -4,10 +4,16 @@
 #include <cstring>
 #include <set>
 
+#include "store/cancellation.h"
+
 namespace aerials::store {
 namespace {
 
 constexpr size_t kBatchRows = 256;
+// A step shorter than this on average is run by the consumer rather than
+// handed to a sleeping worker: waking one and being woken back costs tens of
+// microseconds on a busy machine.
+constexpr int64_t kHandOverNs = 200'000;
 
 uint64_t bucket_key(const BucketId& id) { return (uint64_t(id.depth) << 56) ^ id.prefix; }
 
@@ -93,12 +99,51 @@ int recording_authorizer(void* data, int action, const char* arg1, const char* a
 
 // True when the bucket behind `db` was frozen by a split. Never throws: it
 // runs on worker threads, where an exception would end the process.
-bool is_frozen(sqlite::Database& db) {
-    try {
-        return !db.table_exists("bucket") && db.table_exists("bucket_frozen");
-    } catch (...) {
+bool is_frozen(sqlite3* db) {
+    sqlite3_stmt* stmt = nullptr;
+    if (sqlite3_prepare_v2(db,
+                           "SELECT count(*) FILTER (WHERE name = 'bucket'), count(*) FILTER (WHERE name = "
+                           "'bucket_frozen') FROM main.sqlite_schema WHERE type = 'table'",
+                           -1, &stmt, nullptr) != SQLITE_OK) {
+        sqlite3_finalize(stmt);
         return false;
     }
+    bool frozen = sqlite3_step(stmt) == SQLITE_ROW && sqlite3_column_int(stmt, 0) == 0 && sqlite3_column_int(stmt, 1) > 0;
+    sqlite3_finalize(stmt);
+    return frozen;
+}
+
+bool is_frozen(sqlite::Database& db) { return is_frozen(db.get()); }
+
+// Holds a connection's mutex (a no-op on a connection opened without one):
+// a step and the error message it leaves are read together, although the
+// calling thread uses the same connection meanwhile.
+class ConnectionLock {
+public:
+    explicit ConnectionLock(sqlite3* db) : mutex_(sqlite3_db_mutex(db)) { sqlite3_mutex_enter(mutex_); }
+    ~ConnectionLock() { sqlite3_mutex_leave(mutex_); }
+    ConnectionLock(const ConnectionLock&) = delete;
+    ConnectionLock& operator=(const ConnectionLock&) = delete;
+
+private:
+    sqlite3_mutex* mutex_;
+};
+
+// Steps a borrowed statement for up to kBatchRows rows into `batch`.
+// Returns true when the statement is done.
+bool step_borrowed(sqlite3_stmt* stmt, RowBatch& batch, const std::string& path) {
+    sqlite3* db = sqlite3_db_handle(stmt);
+    batch.columns = sqlite3_column_count(stmt);
+    for (size_t rows = 0; rows < kBatchRows; ++rows) {
+        ConnectionLock lock(db);
+        int rc = sqlite3_step(stmt);
+        if (rc == SQLITE_DONE) return true;
+        if (rc != SQLITE_ROW) {
+            throw sqlite::Error(rc, "read on bucket '" + path + "': " + sqlite3_errmsg(db));
+        }
+        for (int c = 0; c < batch.columns; ++c) batch.values.emplace_back(sqlite3_column_value(stmt, c));
+    }
+    return false;
 }
 
 }  // namespace
@@ -143,14 +188,19 @@ bool ParallelQuery::has_space(size_t task) const {
 }
 
 void ParallelQuery::resume_waiting() {
-    for (size_t t = 0; t < tasks_.size(); ++t) {
+    size_t kept = 0;
+    for (size_t t : waiting_) {
         TaskState& state = tasks_[t];
-        if (state.waiting && !state.done && has_space(t)) {
+        if (!state.waiting || state.done) continue;
+        if (has_space(t)) {
             state.waiting = false;
             state.scheduled = true;
             pool_->schedule(shared_from_this(), t);
+        } else {
+            waiting_[kept++] = t;
         }
     }
+    waiting_.resize(kept);
 }
 
 void ParallelQuery::cancel() {
@@ -159,11 +209,15 @@ void ParallelQuery::cancel() {
         std::lock_guard<std::mutex> lock(mutex_);
         if (cancelled_) return;
         cancelled_ = true;
+        // Workers stepping a statement stop at SQLite's next look at the
+        // progress handler (borrowed statements: their connection is also
+        // the caller's, which sqlite3_interrupt would stop as well).
+        stop_ = true;
         for (TaskState& state : tasks_) {
             if (state.connection) running.push_back(state.connection->get());
         }
+        pool_->unschedule(this);
     }
-    // Workers stepping a statement stop at SQLite's next check.
     for (sqlite3* db : running) sqlite3_interrupt(db);
     std::unique_lock<std::mutex> lock(mutex_);
     ready_.wait(lock, [&] {
@@ -185,6 +239,68 @@ bool ParallelQuery::next(RowBatch& out) {
     shared_.pop_front();
     resume_waiting();
     return true;
+}
+
+template <class Ready>
+void ParallelQuery::help_until(Ready ready) {
+    // Waking a worker and being woken again costs more than a small task
+    // itself: the consumer takes queued steps of its own query while it
+    // would otherwise wait, and sleeps only when all are taken.
+    for (;;) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (ready()) return;
+        }
+        if (!pool_->run_queued(this)) return;
+    }
+}
+
+template <class Ready, class Take>
+ParallelQuery::Wait ParallelQuery::wait_for_batch(std::unique_lock<std::mutex>& lock, std::chrono::milliseconds wait,
+                                                  Ready ready, Take take) {
+    if (!ready_.wait_for(lock, wait, ready)) return Wait::kTimeout;
+    if (error_) std::rethrow_exception(error_);
+    if (!take()) return Wait::kDone;
+    resume_waiting();
+    return Wait::kBatch;
+}
+
+ParallelQuery::Wait ParallelQuery::next_within(RowBatch& out, std::chrono::milliseconds wait) {
+    help_until([&] { return error_ || !shared_.empty() || done_ == tasks_.size(); });
+    std::unique_lock<std::mutex> lock(mutex_);
+    return wait_for_batch(
+        lock, wait, [&] { return error_ || !shared_.empty() || done_ == tasks_.size(); },
+        [&] {
+            if (shared_.empty()) return false;
+            out = std::move(shared_.front());
+            shared_.pop_front();
+            return true;
+        });
+}
+
+ParallelQuery::Wait ParallelQuery::next_within(size_t task, RowBatch& out, std::chrono::milliseconds wait) {
+    help_until([&] { return error_ || !tasks_[task].queue.empty() || tasks_[task].done; });
+    std::unique_lock<std::mutex> lock(mutex_);
+    TaskState& state = tasks_[task];
+    return wait_for_batch(
+        lock, wait, [&] { return error_ || !state.queue.empty() || state.done; },
+        [&] {
+            if (state.queue.empty()) return false;
+            out = std::move(state.queue.front());
+            state.queue.pop_front();
+            return true;
+        });
+}
+
+size_t ParallelQuery::add(ReadTask task) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (cancelled_) throw std::logic_error("task added to a cancelled parallel query");
+    tasks_.emplace_back();
+    size_t t = tasks_.size() - 1;
+    tasks_[t].task = std::move(task);
+    tasks_[t].scheduled = true;
+    pool_->schedule(shared_from_this(), t);
+    return t;
 }
 
 bool ParallelQuery::next(size_t task, RowBatch& out) {
@@ -237,12 +353,46 @@ std::shared_ptr<ParallelQuery> ReadPool::start(std::vector<ReadTask> tasks, bool
     return query;
 }
 
+bool ParallelQuery::worth_a_worker() const {
+    int64_t n = steps_.load(std::memory_order_relaxed);
+    return n < 2 || step_ns_.load(std::memory_order_relaxed) / n >= kHandOverNs;
+}
+
 void ReadPool::schedule(const std::shared_ptr<ParallelQuery>& query, size_t task) {
     {
         std::lock_guard<std::mutex> lock(jobs_mutex_);
         jobs_.push_back({query, task});
     }
-    jobs_ready_.notify_one();
+    // Workers that are awake take queued jobs anyway; the consumer takes
+    // its own while it waits (ParallelQuery::help_until).
+    if (query->worth_a_worker()) jobs_ready_.notify_one();
+}
+
+bool ReadPool::run_queued(ParallelQuery* query) {
+    Job job;
+    {
+        std::lock_guard<std::mutex> lock(jobs_mutex_);
+        auto found = std::find_if(jobs_.begin(), jobs_.end(), [&](const Job& j) { return j.query.get() == query; });
+        if (found == jobs_.end()) return false;
+        job = std::move(*found);
+        jobs_.erase(found);
+    }
+    run_step(job.query, job.task, query->poll_);
+    return true;
+}
+
+void ReadPool::unschedule(ParallelQuery* query) {
+    std::deque<Job> dropped;  // released outside the lock (they hold the query)
+    std::lock_guard<std::mutex> lock(jobs_mutex_);
+    for (auto it = jobs_.begin(); it != jobs_.end();) {
+        if (it->query.get() == query) {
+            query->tasks_[it->task].scheduled = false;
+            dropped.push_back(std::move(*it));
+            it = jobs_.erase(it);
+        } else {
+            ++it;
+        }
+    }
 }
 
 void ReadPool::worker() {
@@ -261,7 +411,7 @@ void ReadPool::worker() {
 
 // Produces one batch of `task`, then either schedules the task again (its
 // queue has room), parks it (the consumer resumes it), or finishes it.
-void ReadPool::run_step(const std::shared_ptr<ParallelQuery>& query, size_t task) {
+void ReadPool::run_step(const std::shared_ptr<ParallelQuery>& query, size_t task, InterruptPoll poll) {
     ParallelQuery::TaskState* state;
     {
         std::lock_guard<std::mutex> lock(query->mutex_);
@@ -276,72 +426,20 @@ void ReadPool::run_step(const std::shared_ptr<ParallelQuery>& query, size_t task
     batch.task = task;
     bool finished = false;
     std::exception_ptr error;
+    sqlite3_stmt* borrowed = state->task.borrowed;
+    CancelScope cancel_scope(&query->stop_, poll);
+    auto started = std::chrono::steady_clock::now();
     try {
-        if (!state->statement) {
-            ++visits_;
-            try {
-                std::unique_ptr<sqlite::Database> connection = checkout(state->task.bucket);
-                {
-                    // cancel() reads the connection to interrupt it.
-                    std::lock_guard<std::mutex> lock(query->mutex_);
-                    state->connection = std::move(connection);
-                }
-                if (begin_settled_read(*state->connection)) {
-                    state->statement =
-                        std::make_unique<sqlite::Statement>(state->connection->prepare(state->task.sql));
-                } else {
-                    batch.retired = true;
-                    finished = true;
-                }
-            } catch (const BucketRetired&) {
-                batch.retired = true;
-                finished = true;
-            } catch (const sqlite::Error& e) {
-                // A statement on a bucket frozen by a split fails to prepare.
-                if (state->connection && is_frozen(*state->connection)) {
-                    batch.retired = true;
-                    finished = true;
-                } else {
-                    throw;
-                }
-            }
-            if (!batch.retired) {
-                auto bindable = static_cast<size_t>(sqlite3_bind_parameter_count(state->statement->get()));
-                for (size_t i = 0; i < state->task.params.size() && i < bindable; ++i) {
-                    const OwnedValue& p = state->task.params[i];
-                    int index = static_cast<int>(i + 1);
-                    switch (p.type) {
-                        case SQLITE_INTEGER: state->statement->bind(index, p.integer); break;
-                        case SQLITE_FLOAT: state->statement->bind(index, p.real); break;
-                        case SQLITE_TEXT: state->statement->bind(index, std::string_view(p.bytes)); break;
-                        case SQLITE_BLOB:
-                            state->statement->bind_blob(index, p.bytes.data(), static_cast<int>(p.bytes.size()));
-                            break;
-                        default: state->statement->bind_null(index); break;
-                    }
-                }
-            }
-        }
-        if (!batch.retired) {
-            sqlite::Statement& stmt = *state->statement;
-            batch.columns = sqlite3_column_count(stmt.get());
-            batch.values.reserve(kBatchRows * static_cast<size_t>(batch.columns));
-            size_t rows = 0;
-            while (rows < kBatchRows) {
-                if (!stmt.step()) {
-                    finished = true;
-                    break;
-                }
-                for (int c = 0; c < batch.columns; ++c) {
-                    batch.values.emplace_back();
-                    batch.values.back().assign(stmt.column_value(c));
-                }
-                ++rows;
-            }
+        if (borrowed) {
+            finished = step_borrowed(borrowed, batch, (root_ / state->task.bucket.relative_path()).string());
+        } else {
+            finished = step_own(*query, *state, batch);
         }
     } catch (const std::exception& e) {
         error = std::current_exception();
-        if (state->connection && is_frozen(*state->connection)) {
+        sqlite3* db = borrowed ? sqlite3_db_handle(borrowed)
+                               : (state->connection ? state->connection->get() : nullptr);
+        if (db && is_frozen(db)) {
             error = nullptr;
             batch = RowBatch{};
             batch.task = task;
@@ -349,6 +447,8 @@ void ReadPool::run_step(const std::shared_ptr<ParallelQuery>& query, size_t task
             finished = true;
         }
     }
+    query->step_ns_ += std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - started).count();
+    ++query->steps_;
     std::lock_guard<std::mutex> lock(query->mutex_);
     if (error) {
         if (!query->error_ && !query->cancelled_) query->error_ = error;
@@ -360,16 +460,16 @@ void ReadPool::run_step(const std::shared_ptr<ParallelQuery>& query, size_t task
         if (state->connection) {
             if (batch.retired) {
                 state->connection.reset();
+                --open_;
             } else {
                 checkin(state->task.bucket, std::move(state->connection));
             }
         }
         state->done = true;
         ++query->done_;
+        batch.last = true;
     }
-    if (!error && (batch.rows() > 0 || batch.retired)) {
-        (query->per_task_ ? state->queue : query->shared_).push_back(std::move(batch));
-    }
+    if (!error) (query->per_task_ ? state->queue : query->shared_).push_back(std::move(batch));
     state->scheduled = false;
     if (!finished && !query->cancelled_ && !query->error_) {
         if (query->has_space(task)) {
@@ -377,9 +477,62 @@ void ReadPool::run_step(const std::shared_ptr<ParallelQuery>& query, size_t task
             schedule(query, task);
         } else {
             state->waiting = true;
+            query->waiting_.push_back(task);
         }
     }
     query->ready_.notify_all();
+}
+
+// A task on a connection of the pool: opens it and starts the task's
+// statement in a settled read transaction on the first step, then reads up
+// to kBatchRows rows. Returns true when the task is done.
+bool ReadPool::step_own(ParallelQuery& query, ParallelQuery::TaskState& state, RowBatch& batch) {
+    if (!state.statement) {
+        ++visits_;
+        try {
+            std::unique_ptr<sqlite::Database> connection = checkout(state.task.bucket);
+            {
+                // cancel() reads the connection to interrupt it.
+                std::lock_guard<std::mutex> lock(query.mutex_);
+                state.connection = std::move(connection);
+            }
+            if (!begin_settled_read(*state.connection)) {
+                batch.retired = true;
+                return true;
+            }
+            state.statement = std::make_unique<sqlite::Statement>(state.connection->prepare(state.task.sql));
+        } catch (const BucketRetired&) {
+            batch.retired = true;
+            return true;
+        } catch (const sqlite::Error& e) {
+            // A statement on a bucket frozen by a split fails to prepare.
+            if (state.connection && is_frozen(*state.connection)) {
+                batch.retired = true;
+                return true;
+            }
+            throw;
+        }
+        auto bindable = static_cast<size_t>(sqlite3_bind_parameter_count(state.statement->get()));
+        for (size_t i = 0; i < state.task.params.size() && i < bindable; ++i) {
+            const OwnedValue& p = state.task.params[i];
+            int index = static_cast<int>(i + 1);
+            switch (p.type) {
+                case SQLITE_INTEGER: state.statement->bind(index, p.integer); break;
+                case SQLITE_FLOAT: state.statement->bind(index, p.real); break;
+                case SQLITE_TEXT: state.statement->bind(index, std::string_view(p.bytes)); break;
+                case SQLITE_BLOB: state.statement->bind_blob(index, p.bytes.data(), static_cast<int>(p.bytes.size())); break;
+                default: state.statement->bind_null(index); break;
+            }
+        }
+    }
+    sqlite::Statement& stmt = *state.statement;
+    batch.columns = sqlite3_column_count(stmt.get());
+    batch.values.reserve(kBatchRows * static_cast<size_t>(batch.columns));
+    for (size_t rows = 0; rows < kBatchRows; ++rows) {
+        if (!stmt.step()) return true;
+        for (int c = 0; c < batch.columns; ++c) batch.values.emplace_back(stmt.column_value(c));
+    }
+    return false;
 }
 
 std::unique_ptr<sqlite::Database> ReadPool::checkout(const BucketId& bucket) {
@@ -394,6 +547,7 @@ std::unique_ptr<sqlite::Database> ReadPool::checkout(const BucketId& bucket) {
     }
     if (!db) {
         std::string path = (root_ / bucket.relative_path()).string();
+        trim_idle(1);  // room in the store's budget for this one
         try {
             db = std::make_unique<sqlite::Database>(path, SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX);
         } catch (const sqlite::Error&) {
@@ -401,14 +555,22 @@ std::unique_ptr<sqlite::Database> ReadPool::checkout(const BucketId& bucket) {
             throw;
         }
         ++opens_;
-        {
-            // A new connection may reuse a closed one's address.
-            std::lock_guard<std::mutex> lock(idle_mutex_);
-            views_version_.erase(db->get());
+        ++open_;
+        try {
+            {
+                // A new connection may reuse a closed one's address.
+                std::lock_guard<std::mutex> lock(idle_mutex_);
+                views_version_.erase(db->get());
+            }
+            sqlite3_busy_timeout(db->get(), settings_.busy_timeout_ms);
+            install_cancel_handler(db->get());
+            db->exec("PRAGMA query_only=1; PRAGMA cache_size=-1024");
+            if (!db->table_exists("bucket")) throw BucketRetired("bucket file '" + path + "' was split");
+        } catch (...) {
+            db.reset();
+            --open_;
+            throw;
         }
-        sqlite3_busy_timeout(db->get(), settings_.busy_timeout_ms);
-        db->exec("PRAGMA query_only=1; PRAGMA cache_size=-1024");
-        if (!db->table_exists("bucket")) throw BucketRetired("bucket file '" + path + "' was split");
     }
     prepare_views(*db);
     return db;
@@ -471,14 +633,35 @@ int64_t ReadPool::idle_connections() {
 }
 
 void ReadPool::checkin(const BucketId& bucket, std::unique_ptr<sqlite::Database> connection) {
-    std::unique_ptr<sqlite::Database> closing;  // closed outside the lock
     std::lock_guard<std::mutex> lock(idle_mutex_);
     idle_.emplace(bucket_key(bucket), std::move(connection));
-    if (idle_.size() > static_cast<size_t>(max_idle_)) {
+    trim_idle_locked(0);
+}
+
+void ReadPool::trim_idle() {
+    std::lock_guard<std::mutex> lock(idle_mutex_);
+    trim_idle_locked(0);
+}
+
+void ReadPool::trim_idle(int64_t room) {
+    std::lock_guard<std::mutex> lock(idle_mutex_);
+    trim_idle_locked(room);
+}
+
+void ReadPool::trim_idle_locked(int64_t room) {
+    // One budget of open bucket files per store: the store's own connections
+    // and the pool's (idle or in use) together stay within max_open, so idle
+    // ones go first. (Closing one right here, under the lock, is cheap: no
+    // statement of it is open.)
+    auto over = [&] {
+        int64_t others = others_open_ ? others_open_->load() : 0;
+        return others + open_.load() + room > static_cast<int64_t>(max_idle_);
+    };
+    while (!idle_.empty() && over()) {
         auto victim = idle_.begin();
         views_version_.erase(victim->second->get());
-        closing = std::move(victim->second);
         idle_.erase(victim);
+        --open_;
     }
 }
 

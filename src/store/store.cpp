@@ -64,6 +64,7 @@ std::shared_ptr<BucketFile> Store::open(const BucketId& id) {
     lru_.push_front(file);
     lru_index_[lru_key(id)] = lru_.begin();
     trim_lru();
+    if (read_pool_) read_pool_->trim_idle();
     return file;
 }
 
@@ -78,6 +79,19 @@ void Store::trim_lru() {
             it = lru_.erase(it);
         }
     }
+    lru_open_ = static_cast<int64_t>(lru_.size());
+}
+
+void Store::close_idle_files() {
+    for (auto it = lru_.begin(); it != lru_.end();) {
+        if (it->use_count() == 1) {
+            lru_index_.erase(lru_key((*it)->id()));
+            it = lru_.erase(it);
+        } else {
+            ++it;
+        }
+    }
+    lru_open_ = static_cast<int64_t>(lru_.size());
 }
 
 void Store::evict(const BucketId& id) {
@@ -85,6 +99,7 @@ void Store::evict(const BucketId& id) {
     if (found == lru_index_.end()) return;
     lru_.erase(found->second);
     lru_index_.erase(found);
+    lru_open_ = static_cast<int64_t>(lru_.size());
 }
 
 std::vector<BucketId> Store::reload_after(const BucketId& id) {
@@ -234,6 +249,7 @@ ReadPool& Store::read_pool() {
         int threads = options_.workers > 0 ? options_.workers
                                            : std::max(1, static_cast<int>(std::thread::hardware_concurrency()));
         read_pool_ = std::make_unique<ReadPool>(root(), threads, options_.max_open, connection_settings_);
+        read_pool_->share_budget(&lru_open_);
     }
     read_pool_->set_collections(collections_, collections_version_);
     return *read_pool_;

@@ -5,6 +5,7 @@
 // Threading: a Store is used by one connection, hence one thread at a time.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <random>
@@ -122,8 +123,16 @@ public:
 
     StoreStats stats();
 
-    // Worker threads with their own read connections, started on first use.
+    // Worker threads, started on first use: they step statements of cursors
+    // on this store's bucket connections, and run aerials_map queries on
+    // read connections of their own (within the same max_open budget).
     ReadPool& read_pool();
+
+    // Closes every file that nothing holds: aerials_map, about to read every
+    // bucket on the read pool's own connections, takes the whole budget of
+    // open files (a bucket open on both sides would keep a descriptor of the
+    // closed side: SQLite defers closing it while the other holds a lock).
+    void close_idle_files();
 
     // Closes least recently used files beyond max_open that nothing holds.
     // Called when files are released: after a commit or rollback, when a
@@ -200,7 +209,6 @@ private:
     Catalog catalog_;
     BucketConnectionSettings connection_settings_;
     std::vector<BucketId> map_;
-    std::unique_ptr<ReadPool> read_pool_;
     CommitLanes commit_lanes_{kCommitThreads - 1};
     std::vector<Collection> collections_;  // user collections known to this process
     uint64_t collections_version_ = 1;     // bumped when collections_ changes
@@ -208,6 +216,10 @@ private:
     using LruList = std::list<std::shared_ptr<BucketFile>>;
     LruList lru_;  // most recent first
     std::unordered_map<uint64_t, LruList::iterator> lru_index_;
+    // lru_.size(), for the read pool's workers: the two share max_open.
+    std::atomic<int64_t> lru_open_{0};
+    // After the LRU: destroyed first, its workers stopped before any file closes.
+    std::unique_ptr<ReadPool> read_pool_;
 
     std::vector<std::shared_ptr<BucketFile>> touched_;  // in a write transaction
     int64_t txn_id_ = 0;                                 // of the running write transaction

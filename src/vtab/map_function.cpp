@@ -14,7 +14,8 @@
 // key-value records as `kv`. The query may only read: an authorizer refuses
 // writes, ATTACH, PRAGMA and file functions (store/read_pool.cpp). It runs on
 // the worker threads' own connections, so it sees committed data only, not
-// the calling connection's open transaction.
+// the calling connection's open transaction. Those connections count against
+// the store's max_open together with the store's own.
 #include "vtab/map_function.h"
 
 #include <cstring>
@@ -179,7 +180,8 @@ int map_close(sqlite3_vtab_cursor* base) {
 void start(MapCursor* cursor, const std::vector<store::BucketId>& buckets) {
     cursor->started = buckets;
     std::vector<store::ReadTask> tasks;
-    for (const store::BucketId& b : buckets) tasks.push_back({b, cursor->sql, {}});
+    for (const store::BucketId& b : buckets) tasks.push_back({b, cursor->sql, {}, nullptr});
+    cursor->store->close_idle_files();
     cursor->query = cursor->store->read_pool().start(std::move(tasks), false);
 }
 

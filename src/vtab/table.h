@@ -25,8 +25,15 @@ struct Table : sqlite3_vtab {
     std::vector<QueryPlan> plans;         // xBestIndex's idxNum indexes this
     std::map<std::string, int> plan_ids;  // plan text -> index, so plans are not duplicated
 
+    // "SELECT 1" on the table's connection, stepped by cursors waiting for
+    // workers to learn whether the query was interrupted (table_module.cpp).
+    sqlite3_stmt* interrupt_probe = nullptr;
+
     int pk_column() const { return static_cast<int>(collection.columns.size()); }
-    ~Table() { sqlite3_value_free(empty_text); }
+    ~Table() {
+        sqlite3_value_free(empty_text);
+        sqlite3_finalize(interrupt_probe);
+    }
 };
 
 void set_error(sqlite3_vtab* vtab, const std::string& message);

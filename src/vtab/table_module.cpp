@@ -17,6 +17,8 @@
 
 #include <algorithm>
 #include <cctype>
+#include <chrono>
+#include <cstdint>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -195,32 +197,68 @@ struct Stream {
     }
 };
 
+// How a cursor reads its buckets. One bucket: on the calling thread, straight
+// from the bucket's statement. Several: the statements are prepared and
+// started (settled snapshot, bindings) on the calling thread, on the store's
+// own bucket connections, and stepped by the store's worker threads, which
+// hand rows back in bounded batches. The connections being the store's, a
+// write transaction's own changes are read (there is no second connection
+// that could miss them), and no bucket costs a second open file.
+enum class Mode {
+    kSequential,  // targets one after another on the calling thread
+    kParallel,    // up to `window` targets at once on the workers, rows as they come
+    kMerged,      // every target at once on the workers, merged by the plan's ORDER BY
+};
+
 struct Cursor : sqlite3_vtab_cursor {
     Table* table() const { return static_cast<Table*>(pVtab); }
 
     const QueryPlan* plan = nullptr;
+    Mode mode = Mode::kSequential;
     std::vector<sqlite3_value*> args;       // owned copies of xFilter's argv
     std::vector<sqlite3_value*> in_values;  // owned copies of the IN list
     std::vector<Target> targets;
-    size_t next_target = 0;                 // sequential plans: next target to start
-    std::vector<Stream> streams;            // sequential: one; merged: one per target
-    std::vector<size_t> heap;               // merged: stream indexes, best on top
-    size_t current = 0;                     // the stream whose row is current
+    size_t next_target = 0;                 // next target to start
+    std::vector<Stream> streams;            // sequential: one; parallel: one per task (its borrowed statement)
     int64_t remaining = -1;                 // rows still wanted when LIMIT was pushed
     int64_t bucket_limit = -1;              // LIMIT + OFFSET, or -1: what each bucket returns at most
     bool eof = true;
     bool registered_scan = false;           // counted in Store::scan_started()
 
-    // Marks the cursor finished: its files go back to the LRU.
+    // Parallel and merged reads.
+    std::shared_ptr<store::ParallelQuery> query;
+    size_t window = 1;                      // parallel: targets read at once
+    size_t running = 0;                     // parallel: tasks started and not yet finished
+    store::RowBatch batch;                  // parallel: the batch holding the current row
+    size_t batch_row = 0;
+    std::vector<store::RowBatch> batches;   // merged: each task's batch holding its current row
+    std::vector<size_t> batch_rows;
+    std::vector<size_t> task_targets;       // parallel and merged: each task's target
+    std::vector<size_t> heap;               // merged: task indexes, best on top
+    size_t current = 0;                     // merged: the task whose row is current
+
+    // Marks the cursor finished: the workers stop, its files go back to the LRU.
     void finish() {
+        stop_workers();
         streams.clear();
         heap.clear();
+        batch = store::RowBatch{};
+        batches.clear();
+        batch_rows.clear();
+        task_targets.clear();
         if (registered_scan) {
             table()->store->scan_finished();
             registered_scan = false;
         }
         table()->store->trim_lru();
         eof = true;
+    }
+
+    // Before any stream closes: no worker may step its statement any more.
+    void stop_workers() {
+        if (query) query->cancel();
+        query.reset();
+        running = 0;
     }
 
     void clear() {
@@ -235,7 +273,17 @@ struct Cursor : sqlite3_vtab_cursor {
         bucket_limit = -1;
     }
 
-    sqlite::Statement& row() { return *streams[current].rows; }
+    // Column `column` of the current row.
+    sqlite3_value* value(int column) const {
+        switch (mode) {
+            case Mode::kSequential: return streams[0].rows->column_value(column);
+            case Mode::kParallel: return batch.at(batch_row, column).get();
+            case Mode::kMerged: return batches[current].at(batch_rows[current], column).get();
+        }
+        return nullptr;
+    }
+    // Column `column` of task `task`'s current row (merged).
+    sqlite3_value* value_of(size_t task, int column) const { return batches[task].at(batch_rows[task], column).get(); }
 };
 
 int table_open(sqlite3_vtab*, sqlite3_vtab_cursor** out) {
@@ -250,78 +298,89 @@ int table_close(sqlite3_vtab_cursor* base) {
     return SQLITE_OK;
 }
 
-// Starts the plan's statement on target `i`, following splits: a bucket
-// retired under us is replaced by the buckets that now cover its range.
-// Returns false when the statement has no row.
-bool start_stream(Cursor* cursor, size_t i, Stream& stream) {
+// Whether sqlite3_interrupt() was called on the connection running the
+// query. SQLite 3.40 has no sqlite3_is_interrupted(); a statement stepped on
+// that connection fails with SQLITE_INTERRUPT when it was (the flag stays set
+// while the interrupted statement is active).
+bool user_interrupted(Table* table) {
+    if (!table->interrupt_probe) {
+        // Prepared by prepare_interrupt_probe() before the workers start; a
+        // prepare that fails (SQLite's parser also looks at the flag) says so.
+        return false;
+    }
+    int rc = sqlite3_step(table->interrupt_probe);
+    sqlite3_reset(table->interrupt_probe);
+    return rc == SQLITE_INTERRUPT;
+}
+
+void prepare_interrupt_probe(Table* table) {
+    if (table->interrupt_probe) return;
+    int rc = sqlite3_prepare_v2(table->db, "SELECT 1", -1, &table->interrupt_probe, nullptr);
+    if (rc == SQLITE_INTERRUPT) throw sqlite::Error(SQLITE_INTERRUPT, "interrupted");
+    if (rc != SQLITE_OK) throw sqlite::Error(rc, std::string("cannot prepare the interrupt probe: ") + sqlite3_errmsg(table->db));
+}
+
+// How long the calling thread waits for a batch before it looks for an interrupt.
+constexpr std::chrono::milliseconds kInterruptPoll{20};
+
+// Opens target `i`'s statement: the bucket's settled read snapshot and the
+// plan's statement, bound. Throws BucketRetired when the bucket was split.
+Stream open_stream(Cursor* cursor, size_t i) {
     store::Store& store = *cursor->table()->store;
     const QueryPlan& plan = *cursor->plan;
+    const Target& target = cursor->targets[i];
+    std::shared_ptr<store::BucketFile> file = store.open(target.bucket);
+    store.enter_read(file);
+    Stream stream;
+    stream.snapshot = store::ReadSnapshot(file);
+    stream.rows = StatementLease(file, plan.sql);
+    for (size_t a = 0; a < cursor->args.size(); ++a) {
+        int arg = static_cast<int>(a);
+        if (arg == plan.route_arg) {
+            stream.rows->bind(arg + 1, target.shard);
+        } else if (arg == plan.limit_arg) {
+            stream.rows->bind(arg + 1, cursor->bucket_limit);
+        } else if (arg != plan.offset_arg) {
+            stream.rows->bind(arg + 1, cursor->args[a]);
+        }
+    }
+    return stream;
+}
+
+// After target `i`'s bucket turned out split: the targets that now cover it
+// (a routed target goes to its value's new owner; a scan visits the children
+// in the parent's place).
+std::vector<Target> replacements(Cursor* cursor, size_t i) {
+    store::Store& store = *cursor->table()->store;
+    Target target = cursor->targets[i];
+    std::vector<BucketId> covering = store.reload_after(target.bucket);
+    if (target.shard) {
+        target.bucket = store.route(store::hash_key_as(target.shard, cursor->table()->collection.shard_affinity()));
+        return {target};
+    }
+    std::vector<Target> out;
+    for (const BucketId& b : covering) out.push_back({b, nullptr});
+    return out;
+}
+
+// Sequential plans: starts the statement on target `i`, following splits.
+// Returns false when the statement has no row.
+bool start_stream(Cursor* cursor, size_t i, Stream& stream) {
     for (;;) {
-        Target& target = cursor->targets[i];
         try {
-            std::shared_ptr<store::BucketFile> file = store.open(target.bucket);
-            store.enter_read(file);
-            store::ReadSnapshot snapshot(file);
-            StatementLease rows(file, plan.sql);
-            for (size_t a = 0; a < cursor->args.size(); ++a) {
-                int arg = static_cast<int>(a);
-                if (arg == plan.route_arg) {
-                    rows->bind(arg + 1, target.shard);
-                } else if (arg == plan.limit_arg) {
-                    rows->bind(arg + 1, cursor->bucket_limit);
-                } else if (arg != plan.offset_arg) {
-                    rows->bind(arg + 1, cursor->args[a]);
-                }
-            }
-            stream.has_row = rows.step("read");
-            stream.rows.reset();
-            stream.snapshot = std::move(snapshot);
-            stream.rows = std::move(rows);
+            Stream started = open_stream(cursor, i);
+            started.has_row = started.rows.step("read");
+            stream.close();
+            stream = std::move(started);
             return stream.has_row;
         } catch (const store::BucketRetired&) {
-            std::vector<BucketId> covering = store.reload_after(target.bucket);
-            if (target.shard) {
-                target.bucket = store.route(store::hash_key_as(target.shard, cursor->table()->collection.shard_affinity()));
-            } else {
-                // A full scan: visit the children in the parent's place. (A
-                // merged scan has started its streams at once, before any
-                // row was returned, so the same replacement is safe there.)
-                cursor->targets.erase(cursor->targets.begin() + static_cast<long>(i));
-                std::vector<Target> replacement;
-                for (const BucketId& b : covering) replacement.push_back({b, nullptr});
-                cursor->targets.insert(cursor->targets.begin() + static_cast<long>(i), replacement.begin(),
-                                       replacement.end());
-            }
+            std::vector<Target> replacement = replacements(cursor, i);
+            cursor->targets.erase(cursor->targets.begin() + static_cast<long>(i));
+            cursor->targets.insert(cursor->targets.begin() + static_cast<long>(i), replacement.begin(),
+                                   replacement.end());
         }
     }
 }
-
-// Orders the heap by the plan's ORDER BY over each stream's current row.
-bool stream_after(Cursor* cursor, size_t a, size_t b) {
-    sqlite::Statement& x = *cursor->streams[a].rows;
-    sqlite::Statement& y = *cursor->streams[b].rows;
-    for (const OrderTerm& o : cursor->plan->order) {
-        int c = compare_values(x.column_value(o.column), y.column_value(o.column));
-        if (c != 0) return o.desc ? c < 0 : c > 0;
-    }
-    return a > b;  // ties: bucket order, so results are deterministic
-}
-
-void push_heap(Cursor* cursor, size_t stream) {
-    cursor->heap.push_back(stream);
-    std::push_heap(cursor->heap.begin(), cursor->heap.end(),
-                   [cursor](size_t a, size_t b) { return stream_after(cursor, a, b); });
-}
-
-size_t pop_heap(Cursor* cursor) {
-    std::pop_heap(cursor->heap.begin(), cursor->heap.end(),
-                  [cursor](size_t a, size_t b) { return stream_after(cursor, a, b); });
-    size_t top = cursor->heap.back();
-    cursor->heap.pop_back();
-    return top;
-}
-
-bool merged(const Cursor* cursor) { return cursor->plan->ordered() && cursor->targets.size() > 1; }
 
 // Sequential plans: moves to the next target that has a row.
 bool next_sequential_target(Cursor* cursor) {
@@ -330,13 +389,143 @@ bool next_sequential_target(Cursor* cursor) {
         size_t i = cursor->next_target;
         bool has_row = start_stream(cursor, i, cursor->streams[0]);
         cursor->next_target = i + 1;
-        if (has_row) {
-            cursor->current = 0;
-            return true;
-        }
+        if (has_row) return true;
         cursor->streams[0].close();
     }
     return false;
+}
+
+// Parallel and merged plans: opens target `i`'s statement and hands it to
+// the workers as a new task (streams[task] keeps it open). A split bucket's
+// replacements are appended to the targets, to be started in turn.
+void start_task(Cursor* cursor, size_t i) {
+    Stream stream;
+    try {
+        stream = open_stream(cursor, i);
+    } catch (const store::BucketRetired&) {
+        std::vector<Target> replacement = replacements(cursor, i);
+        cursor->targets.insert(cursor->targets.end(), replacement.begin(), replacement.end());
+        return;
+    }
+    store::ReadTask task;
+    task.bucket = cursor->targets[i].bucket;
+    task.borrowed = stream.rows->get();
+    cursor->streams.push_back(std::move(stream));
+    cursor->task_targets.push_back(i);
+    cursor->batches.emplace_back();
+    cursor->batch_rows.push_back(0);
+    size_t index = cursor->query->add(std::move(task));
+    if (index != cursor->streams.size() - 1) throw std::logic_error("parallel read: task and stream out of step");
+    ++cursor->running;
+}
+
+// Waits for a batch (of `task`, or of any task when `task` is npos), looking
+// for an interrupt of the caller's connection meanwhile.
+bool wait_batch(Cursor* cursor, size_t task, store::RowBatch& out) {
+    for (;;) {
+        store::ParallelQuery::Wait w = task == SIZE_MAX ? cursor->query->next_within(out, kInterruptPoll)
+                                                        : cursor->query->next_within(task, out, kInterruptPoll);
+        if (w == store::ParallelQuery::Wait::kBatch) return true;
+        if (w == store::ParallelQuery::Wait::kDone) return false;
+        if (user_interrupted(cursor->table())) {
+            cursor->stop_workers();
+            throw sqlite::Error(SQLITE_INTERRUPT, "interrupted");
+        }
+    }
+}
+
+// A task's last batch came (or it was split away): its worker is done with
+// the statement, which goes back to its bucket. A bucket split before the
+// task read a row is read again as the targets that now cover it, appended
+// to be started in turn.
+void task_done(Cursor* cursor, const store::RowBatch& b) {
+    cursor->streams[b.task].close();
+    --cursor->running;
+    if (b.retired) {
+        std::vector<Target> replacement = replacements(cursor, cursor->task_targets[b.task]);
+        cursor->targets.insert(cursor->targets.end(), replacement.begin(), replacement.end());
+    }
+}
+
+// Parallel plans: moves to the next row of any bucket. Returns false at the end.
+bool next_parallel_row(Cursor* cursor) {
+    if (cursor->batch.columns && ++cursor->batch_row < cursor->batch.rows()) return true;
+    for (;;) {
+        while (cursor->running < cursor->window && cursor->next_target < cursor->targets.size()) {
+            start_task(cursor, cursor->next_target++);
+        }
+        cursor->batch_row = 0;
+        if (!wait_batch(cursor, SIZE_MAX, cursor->batch)) {
+            if (cursor->next_target < cursor->targets.size()) continue;
+            cursor->batch = store::RowBatch{};
+            return false;
+        }
+        if (cursor->batch.last || cursor->batch.retired) task_done(cursor, cursor->batch);
+        if (cursor->batch.rows() > 0) return true;
+    }
+}
+
+// Merged plans: moves task `task` to its next row, fetching its next batch
+// when the current one is used up. Returns false when the task has no more.
+bool next_task_row(Cursor* cursor, size_t task) {
+    store::RowBatch& b = cursor->batches[task];
+    if (b.columns && ++cursor->batch_rows[task] < b.rows()) return true;
+    for (;;) {
+        cursor->batch_rows[task] = 0;
+        if (b.last || b.retired || !wait_batch(cursor, task, b)) {
+            b = store::RowBatch{};
+            return false;
+        }
+        if (b.last || b.retired) task_done(cursor, b);
+        if (b.rows() > 0) return true;
+    }
+}
+
+// Orders the heap by the plan's ORDER BY over each task's current row.
+bool task_after(Cursor* cursor, size_t a, size_t b) {
+    for (const OrderTerm& o : cursor->plan->order) {
+        int c = compare_values(cursor->value_of(a, o.column), cursor->value_of(b, o.column));
+        if (c != 0) return o.desc ? c < 0 : c > 0;
+    }
+    return a > b;  // ties: task order, so results are deterministic
+}
+
+void push_heap(Cursor* cursor, size_t task) {
+    cursor->heap.push_back(task);
+    std::push_heap(cursor->heap.begin(), cursor->heap.end(),
+                   [cursor](size_t a, size_t b) { return task_after(cursor, a, b); });
+}
+
+size_t pop_heap(Cursor* cursor) {
+    std::pop_heap(cursor->heap.begin(), cursor->heap.end(),
+                  [cursor](size_t a, size_t b) { return task_after(cursor, a, b); });
+    size_t top = cursor->heap.back();
+    cursor->heap.pop_back();
+    return top;
+}
+
+// Merged plans: every target's sorted stream starts at once (each must show
+// its first row before the first row of the merge is known). Targets added
+// for split buckets start too, as they appear.
+bool start_merge(Cursor* cursor) {
+    for (size_t t = 0;; ++t) {
+        while (cursor->next_target < cursor->targets.size()) start_task(cursor, cursor->next_target++);
+        if (t >= cursor->streams.size()) break;
+        if (next_task_row(cursor, t)) push_heap(cursor, t);
+    }
+    if (cursor->heap.empty()) return false;
+    cursor->current = pop_heap(cursor);
+    return true;
+}
+
+bool next_merged_row(Cursor* cursor) {
+    size_t task = cursor->current;
+    if (next_task_row(cursor, task)) push_heap(cursor, task);
+    // A bucket found split only now (a task's later batch cannot say so: a
+    // split is seen before the first row) would have added targets here.
+    if (cursor->heap.empty()) return false;
+    cursor->current = pop_heap(cursor);
+    return true;
 }
 
 void count_row(Cursor* cursor) {
@@ -349,28 +538,51 @@ void advance(Cursor* cursor) {
         cursor->finish();
         return;
     }
-    if (merged(cursor)) {
-        Stream& stream = cursor->streams[cursor->current];
-        stream.has_row = stream.rows.step("read");
-        if (stream.has_row) {
-            push_heap(cursor, cursor->current);
-        } else {
-            stream.close();
-        }
-        if (cursor->heap.empty()) {
-            cursor->finish();
-            return;
-        }
-        cursor->current = pop_heap(cursor);
-    } else {
-        Stream& stream = cursor->streams[0];
-        if (!stream.rows.step("read")) {
-            stream.close();
-            if (!next_sequential_target(cursor)) {
-                cursor->finish();
-                return;
+    bool has_row = false;
+    switch (cursor->mode) {
+        case Mode::kSequential: {
+            Stream& stream = cursor->streams[0];
+            has_row = stream.rows.step("read");
+            if (!has_row) {
+                stream.close();
+                has_row = next_sequential_target(cursor);
             }
+            break;
         }
+        case Mode::kParallel: has_row = next_parallel_row(cursor); break;
+        case Mode::kMerged: has_row = next_merged_row(cursor); break;
+    }
+    if (!has_row) {
+        cursor->finish();
+        return;
+    }
+    count_row(cursor);
+}
+
+// Starts reading: the first row, or the end.
+void start(Cursor* cursor) {
+    store::Store& store = *cursor->table()->store;
+    bool has_row = false;
+    if (cursor->targets.size() <= 1) {
+        cursor->mode = Mode::kSequential;
+        has_row = next_sequential_target(cursor);
+    } else {
+        store::ReadPool& pool = store.read_pool();
+        prepare_interrupt_probe(cursor->table());
+        cursor->mode = cursor->plan->ordered() ? Mode::kMerged : Mode::kParallel;
+        cursor->query = pool.start({}, cursor->mode == Mode::kMerged);
+        cursor->query->set_interrupt_poll(
+            {[](void* table) { return user_interrupted(static_cast<Table*>(table)); }, cursor->table()});
+        // Enough buckets at once to keep every worker busy while the caller
+        // takes rows; never more than the store keeps open (the files being
+        // read stay open while their statements run).
+        cursor->window = std::max<size_t>(
+            1, std::min<size_t>(2 * static_cast<size_t>(pool.threads()), static_cast<size_t>(store.options().max_open)));
+        has_row = cursor->mode == Mode::kMerged ? start_merge(cursor) : next_parallel_row(cursor);
+    }
+    if (!has_row) {
+        cursor->finish();
+        return;
     }
     count_row(cursor);
 }
@@ -430,23 +642,8 @@ int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, 
         cursor->eof = false;
         if (cursor->remaining == 0) {
             cursor->finish();
-        } else if (merged(cursor)) {
-            // Every bucket's sorted stream starts now; the heap merges them.
-            cursor->streams.resize(cursor->targets.size());
-            for (size_t i = 0; i < cursor->targets.size(); ++i) {
-                if (cursor->streams.size() < cursor->targets.size()) cursor->streams.resize(cursor->targets.size());
-                if (start_stream(cursor, i, cursor->streams[i])) push_heap(cursor, i);
-            }
-            if (cursor->heap.empty()) {
-                cursor->finish();
-            } else {
-                cursor->current = pop_heap(cursor);
-                count_row(cursor);
-            }
-        } else if (!next_sequential_target(cursor)) {
-            cursor->finish();
         } else {
-            count_row(cursor);
+            start(cursor);
         }
         for (; offset > 0 && !cursor->eof; --offset) advance(cursor);
         return SQLITE_OK;
@@ -468,20 +665,20 @@ int table_eof(sqlite3_vtab_cursor* base) { return static_cast<Cursor*>(base)->eo
 int table_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) {
     auto* cursor = static_cast<Cursor*>(base);
     const Table* table = cursor->table();
-    sqlite::Statement& row = cursor->row();
     if (column == table->pk_column()) {
         try {
             const store::Collection& c = table->collection;
-            std::string id = c.key_value ? store::encode_record_id(row.column_value(0), row.column_value(1))
-                                         : store::encode_row_id(row.column_value(c.shard_column),
-                                                                row.column_int(static_cast<int>(c.columns.size())));
+            std::string id =
+                c.key_value ? store::encode_record_id(cursor->value(0), cursor->value(1))
+                            : store::encode_row_id(cursor->value(c.shard_column),
+                                                   sqlite3_value_int64(cursor->value(static_cast<int>(c.columns.size()))));
             sqlite3_result_blob(ctx, id.data(), static_cast<int>(id.size()), SQLITE_TRANSIENT);
         } catch (const std::exception& e) {
             sqlite3_result_error(ctx, e.what(), -1);
         }
         return SQLITE_OK;
     }
-    sqlite3_result_value(ctx, row.column_value(column));
+    sqlite3_result_value(ctx, cursor->value(column));
     return SQLITE_OK;
 }
 

@@ -233,8 +233,20 @@ class OpenFileBoundTest(unittest.TestCase):
                         conn.execute("SELECT value FROM kv WHERE key = 'f1'").fetchall()
                         peak = max(peak, open_fds())
                 self.assertLessEqual(peak, limit + 3, "scan interleaved with point reads")
+                # Scans over every bucket run on the worker threads, on the
+                # store's own connections: the same bound holds, ordered or not.
+                self.assertEqual(conn.execute("SELECT count(*) FROM kv WHERE value >= 1000").fetchone(), (2000,))
+                self.assertEqual(conn.execute("SELECT key FROM kv WHERE value < 2000 LIMIT 5").fetchall().__len__(), 5)
+                peak = max(peak, open_fds())
+                self.assertLessEqual(peak, limit, "parallel scans")
+                # aerials_map reads on the workers' own connections, within the
+                # same budget of max_open files.
+                self.assertEqual(conn.execute("SELECT sum(c0) FROM aerials_map(?, 'SELECT count(*) FROM kv')",
+                                              (root,)).fetchone(), (3000,))
+                peak = max(peak, open_fds())
+                self.assertLessEqual(peak, limit, "aerials_map over every bucket")
                 stats = json.loads(conn.execute("SELECT aerials_stats(?)", (root,)).fetchone()[0])
-                self.assertLessEqual(stats["open_now"], self.MAX_OPEN, stats)
+                self.assertLessEqual(stats["open_now"] + stats["worker_connections"], self.MAX_OPEN, stats)
                 self.assertEqual(stats["max_open"], self.MAX_OPEN)
                 self.assertGreater(stats["bucket_opens"], 2000, "the scan did not open every bucket")
             finally:
