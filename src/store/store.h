@@ -124,6 +124,11 @@ public:
     // Worker threads with their own read connections, started on first use.
     ReadPool& read_pool();
 
+    // BucketFile::release_cache on every open bucket file.
+    void release_caches() {
+        for (auto& file : lru_) file->release_cache();
+    }
+
     // Closes least recently used files beyond max_open that nothing holds.
     // Called when files are released: after a commit or rollback, when a
     // cursor finishes.
