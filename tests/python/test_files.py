@@ -299,8 +299,10 @@ class Multipart(FilesTestCase):
         self.assertEqual(info["etag"], expected)
         whole = parts[1] + parts[2] + parts[3]
         self.assertEqual(self.get_bytes(conn, "mpu", "video"), whole)
-        self.assertEqual(conn.execute("SELECT etag, size, content_type FROM files WHERE key='video'").fetchone(),
-                         (expected, len(whole), "video/mp4"))
+        # The whole object's SHA-256, from its parts' chunks at completion.
+        self.assertEqual(info["sha256"], hashlib.sha256(whole).hexdigest())
+        self.assertEqual(conn.execute("SELECT etag, size, content_type, sha256 FROM files WHERE key='video'").fetchone(),
+                         (expected, len(whole), "video/mp4", hashlib.sha256(whole).hexdigest()))
         with self.assertRaisesRegex(sqlite3.OperationalError, "does not exist"):
             conn.execute("SELECT aerials_upload_complete(?, 'mpu', 'video', ?)", (self.root, upload)).fetchone()
 
@@ -313,6 +315,7 @@ class Multipart(FilesTestCase):
             conn.execute("SELECT aerials_upload_complete(?, 'mpu', 'x', ?)", (self.root, upload)).fetchone()
         info = json.loads(conn.execute("SELECT aerials_upload_complete(?, 'mpu', 'x', ?, '[2]')", (self.root, upload)).fetchone()[0])
         self.assertEqual(info["etag"], hashlib.md5(hashlib.md5(b"b" * 100).digest()).hexdigest() + "-1")
+        self.assertEqual(info["sha256"], hashlib.sha256(b"b" * 100).hexdigest())
         self.assertEqual(sorted(r[0] for r in chunk_rows(self.root)), [hashlib.sha256(b"b" * 100).hexdigest()])
         other = conn.execute("SELECT aerials_upload_create(?, 'mpu', 'y')", (self.root,)).fetchone()[0]
         conn.execute("SELECT aerials_upload_part(?, 'mpu', 'y', ?, 1, ?)", (self.root, other, b"c" * 100))
