@@ -156,16 +156,13 @@ public:
     CollectReport collect(int64_t now, int64_t grace_ms = kDefaultGraceMs);
 
 private:
-    // The digests a stream of object bytes needs besides the chunk addresses.
+    // The digests a stream of object bytes needs besides the chunk addresses
+    // (write_chunks runs each on a thread of its own).
     struct Stream {
         bool whole_sha = true;  // a part needs only its MD5
         Digest sha{Digest::Kind::kSha256};
         Digest md5{Digest::Kind::kMd5};
         int64_t size = 0;
-        void update(const uint8_t* data, size_t n) {
-            if (whole_sha) sha.update(data, n);
-            md5.update(data, n);
-        }
     };
     std::vector<ChunkRef> write_chunks(Stream& stream, Source& source, Transfer* progress,
                                        const std::string& object, const std::string& upload_id);
