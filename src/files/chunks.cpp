@@ -92,6 +92,8 @@ std::string ChunkStore::read_raw(const ChunkRef& chunk, std::vector<uint8_t>& ou
                                    file->path() + "' cannot be read: " + sqlite3_errstr(rc));
             }
         }
+        // A chunk is read once per get: its pages need not stay cached.
+        file->release_cache();
         return file->path();
     });
 }

@@ -25,6 +25,7 @@ ObjectStore& FilesContext::open(const std::string& root) {
     store::StoreOptions options;
     options.root = root;
     options.create_if_missing = false;
+    options.cache_kib = ObjectStore::kCacheKib;
     return open(options);
 }
 

@@ -52,6 +52,7 @@ int connect_common(sqlite3* db, void* aux, int argc, const char* const* argv, sq
         std::vector<std::string> args;
         int64_t chunk_size = 0;
         bool versions = false;
+        bool page_size_given = false, max_bytes_given = false;
         for (int i = 3; i < argc; ++i) {
             std::string arg = argv[i];
             size_t eq = arg.find('=');
@@ -75,6 +76,8 @@ int connect_common(sqlite3* db, void* aux, int argc, const char* const* argv, sq
                     throw InvalidName("versions must be 1 or 0, not '" + value + "'");
                 }
             } else {
+                if (name == "page_size") page_size_given = true;
+                if (name == "max_bytes") max_bytes_given = true;
                 args.push_back(arg);
             }
         }
@@ -84,6 +87,10 @@ int connect_common(sqlite3* db, void* aux, int argc, const char* const* argv, sq
                               (parsed.definitions.empty() ? parsed.shard_key : parsed.definitions[0]) + "')");
         }
         parsed.store.create_if_missing = true;
+        if (!page_size_given) parsed.store.page_size = ObjectStore::kPageSize;
+        parsed.store.cache_kib = ObjectStore::kCacheKib;
+        // Only a store created here takes these: an existing one keeps its own.
+        if (!max_bytes_given) parsed.store.limits.max_bytes = ObjectStore::kBucketMaxBytes;
         auto context = *static_cast<std::shared_ptr<FilesContext>*>(aux);
         ObjectStore& store = context->open(parsed.store);
         if (chunk_size) store.set_chunk_size(chunk_size);

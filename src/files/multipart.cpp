@@ -1,6 +1,7 @@
 // Multipart uploads, as S3 has them: parts in any order, then a completion
 // that makes one object of a chosen list of parts in one transaction of the
 // object's bucket file (parts and uploads live there too: schema.h).
+#include <algorithm>
 #include <random>
 
 #include "files/clock.h"
@@ -61,6 +62,62 @@ std::vector<PartRow> load_parts(std::shared_ptr<BucketFile>& file, const std::st
         parts.push_back(std::move(p));
     }
     return parts;
+}
+
+// The parts a completion names, checked as S3 checks them, with what the
+// object is made of and what the completion leaves unused.
+struct Selection {
+    std::vector<ChunkRef> chunks;  // the object's, in order
+    std::vector<ChunkRef> unused;  // of uploaded parts left out
+    std::string md5s;              // the parts' binary MD5s, concatenated
+    int64_t size = 0;
+    size_t count = 0;
+};
+
+std::string unhex(const std::string& hex);
+
+Selection select_parts(const std::vector<PartRow>& parts, const std::vector<int>& wanted, const std::string& what) {
+    std::vector<int> numbers = wanted;
+    if (numbers.empty()) {
+        for (const PartRow& p : parts) numbers.push_back(p.number);
+    }
+    if (numbers.empty()) throw InvalidName(what + " has no parts to complete with");
+    for (size_t i = 1; i < numbers.size(); ++i) {
+        if (numbers[i] <= numbers[i - 1]) {
+            throw InvalidName("parts of a completion must be listed in ascending order without repeats (part " +
+                              std::to_string(numbers[i]) + " after " + std::to_string(numbers[i - 1]) + ")");
+        }
+    }
+    Selection out;
+    size_t next = 0;
+    for (size_t i = 0; i < numbers.size(); ++i) {
+        while (next < parts.size() && parts[next].number < numbers[i]) {
+            out.unused.insert(out.unused.end(), parts[next].chunks.begin(), parts[next].chunks.end());
+            ++next;
+        }
+        if (next == parts.size() || parts[next].number != numbers[i]) {
+            throw InvalidName("part " + std::to_string(numbers[i]) + " of " + what + " was never uploaded");
+        }
+        const PartRow& p = parts[next++];
+        if (i + 1 < numbers.size() && p.size < kMinPartSize) {
+            throw InvalidName("part " + std::to_string(p.number) + " is " + std::to_string(p.size) +
+                              " bytes: every part but the last must be at least 5 MiB (S3's EntityTooSmall)");
+        }
+        out.md5s += unhex(p.md5);
+        out.size += p.size;
+        out.chunks.insert(out.chunks.end(), p.chunks.begin(), p.chunks.end());
+    }
+    for (; next < parts.size(); ++next) {
+        out.unused.insert(out.unused.end(), parts[next].chunks.begin(), parts[next].chunks.end());
+    }
+    out.count = numbers.size();
+    return out;
+}
+
+bool same_chunks(const std::vector<ChunkRef>& a, const std::vector<ChunkRef>& b) {
+    return a.size() == b.size() && std::equal(a.begin(), a.end(), b.begin(), [](const ChunkRef& x, const ChunkRef& y) {
+               return x.sha256 == y.sha256 && x.size == y.size;
+           });
 }
 
 std::string unhex(const std::string& hex) {
@@ -148,59 +205,61 @@ ObjectVersion ObjectStore::complete_upload(const std::string& bucket, const std:
     check_bucket_name(bucket);
     check_key(key);
     std::string object = object_path(bucket, key);
+    std::string what = describe(bucket, key, upload_id);
     Versioning state = versioning(bucket);
-    std::vector<ChunkRef> unused, replaced;
-    ObjectVersion v;
-    in_transaction([&] {
-        auto file = store_->writable(hash_of_text(object));
-        std::optional<UploadRow> upload = find_upload(file, object, upload_id);
-        if (!upload) throw NotFound(describe(bucket, key, upload_id) + " does not exist (completed or aborted?)");
-        std::vector<PartRow> parts = load_parts(file, object, upload_id);
-        std::vector<int> numbers = wanted;
-        if (numbers.empty()) {
-            for (const PartRow& p : parts) numbers.push_back(p.number);
+    // The object's SHA-256 is computed from its parts' chunks, read (and
+    // verified) one at a time before the completion's transaction: parts may
+    // have come in any order, so no digest of the whole could run as they
+    // arrived. A part replaced meanwhile changes the chunk list: then again.
+    constexpr int kAttempts = 3;
+    for (int attempt = 1;; ++attempt) {
+        std::vector<ChunkRef> hashed = store_->with_bucket(hash_of_text(object), [&](std::shared_ptr<BucketFile>& file) {
+            if (!find_upload(file, object, upload_id)) throw NotFound(what + " does not exist (completed or aborted?)");
+            return select_parts(load_parts(file, object, upload_id), wanted, what).chunks;
+        });
+        Digest sha(Digest::Kind::kSha256);
+        std::vector<uint8_t> buffer;
+        for (size_t i = 0; i < hashed.size(); ++i) {
+            chunks_.read(hashed[i], buffer,
+                         "chunk " + std::to_string(i) + " of " + what);
+            sha.update(buffer.data(), buffer.size());
         }
-        if (numbers.empty()) throw InvalidName(describe(bucket, key, upload_id) + " has no parts to complete with");
-        for (size_t i = 1; i < numbers.size(); ++i) {
-            if (numbers[i] <= numbers[i - 1]) {
-                throw InvalidName("parts of a completion must be listed in ascending order without repeats (part " +
-                                  std::to_string(numbers[i]) + " after " + std::to_string(numbers[i - 1]) + ")");
+        std::string sha256 = to_hex(sha.finish());
+        std::vector<ChunkRef> unused, replaced;
+        ObjectVersion v;
+        bool changed = false;
+        in_transaction([&] {
+            auto file = store_->writable(hash_of_text(object));
+            std::optional<UploadRow> upload = find_upload(file, object, upload_id);
+            if (!upload) throw NotFound(what + " does not exist (completed or aborted?)");
+            Selection chosen = select_parts(load_parts(file, object, upload_id), wanted, what);
+            if (!same_chunks(chosen.chunks, hashed)) {
+                changed = true;  // nothing written: the transaction is committed empty
+                return;
             }
+            Md5 combined = md5_of(chosen.md5s.data(), chosen.md5s.size());
+            v.etag = to_hex(combined) + "-" + std::to_string(chosen.count);
+            v.sha256 = sha256;
+            v.size = chosen.size;
+            v.chunks = std::move(chosen.chunks);
+            unused = std::move(chosen.unused);
+            v.bucket = bucket;
+            v.key = key;
+            v.content_type = upload->content_type;
+            v.metadata = upload->metadata;
+            v.tags = upload->tags;
+            v.chunk_count = static_cast<int64_t>(v.chunks.size());
+            install_version_locked(file, v, state, upload_id, replaced);
+        });
+        if (changed) {
+            if (attempt < kAttempts) continue;
+            throw sqlite::Error(SQLITE_BUSY, "parts of " + what + " kept being replaced while it was completed (" +
+                                                 std::to_string(kAttempts) + " attempts): complete it again");
         }
-        std::string md5s;
-        size_t next = 0;
-        for (size_t i = 0; i < numbers.size(); ++i) {
-            while (next < parts.size() && parts[next].number < numbers[i]) {
-                unused.insert(unused.end(), parts[next].chunks.begin(), parts[next].chunks.end());
-                ++next;
-            }
-            if (next == parts.size() || parts[next].number != numbers[i]) {
-                throw InvalidName("part " + std::to_string(numbers[i]) + " of " + describe(bucket, key, upload_id) +
-                                  " was never uploaded");
-            }
-            const PartRow& p = parts[next++];
-            if (i + 1 < numbers.size() && p.size < kMinPartSize) {
-                throw InvalidName("part " + std::to_string(p.number) + " is " + std::to_string(p.size) +
-                                  " bytes: every part but the last must be at least 5 MiB (S3's EntityTooSmall)");
-            }
-            md5s += unhex(p.md5);
-            v.size += p.size;
-            v.chunks.insert(v.chunks.end(), p.chunks.begin(), p.chunks.end());
-        }
-        for (; next < parts.size(); ++next) unused.insert(unused.end(), parts[next].chunks.begin(), parts[next].chunks.end());
-        Md5 combined = md5_of(md5s.data(), md5s.size());
-        v.etag = to_hex(combined) + "-" + std::to_string(numbers.size());
-        v.bucket = bucket;
-        v.key = key;
-        v.content_type = upload->content_type;
-        v.metadata = upload->metadata;
-        v.tags = upload->tags;
-        v.chunk_count = static_cast<int64_t>(v.chunks.size());
-        install_version_locked(file, v, state, upload_id, replaced);
-    });
-    unused.insert(unused.end(), replaced.begin(), replaced.end());
-    chunks_.release(unused);
-    return v;
+        unused.insert(unused.end(), replaced.begin(), replaced.end());
+        chunks_.release(unused);
+        return v;
+    }
 }
 
 void ObjectStore::abort_upload(const std::string& bucket, const std::string& key, const std::string& upload_id) {

@@ -4,6 +4,7 @@
 #include <deque>
 #include <functional>
 #include <future>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <random>
 
@@ -23,6 +24,8 @@ namespace {
 // Chunks are committed in batches of about this many bytes: each commit is an
 // fsync per bucket file touched, made in parallel by Store::commit_all.
 constexpr int64_t kBatchBytes = 32 * 1024 * 1024;
+// ... and before any one bucket file of the batch would take more than this.
+constexpr int64_t kBucketBatchBytes = 16 * 1024 * 1024;
 
 const char* const kVersionColumns =
     "bucket, key, version_id, seq, is_latest, delete_marker, size, content_type, sha256, etag, created, "
@@ -273,9 +276,25 @@ void ObjectStore::drop_upload_row(const std::string& object, const std::string& 
 
 std::vector<ChunkRef> ObjectStore::write_chunks(Stream& stream, Source& source, Transfer* progress,
                                                 const std::string& object, const std::string& upload_id) {
-    std::vector<uint8_t> buffer(static_cast<size_t>(chunk_size_));
+    // Two chunk buffers: while chunk i is addressed and stored on this thread,
+    // the object's own digests of it (SHA-256 and MD5, each inherently
+    // sequential, MD5 the slowest step of a put) run on two other threads, and
+    // chunk i + 1 is read into the other buffer. The digest jobs are declared
+    // after the buffers, so that on every path they finish before the buffers go.
+    std::vector<uint8_t> buffers[2] = {std::vector<uint8_t>(static_cast<size_t>(chunk_size_)),
+                                       std::vector<uint8_t>(static_cast<size_t>(chunk_size_))};
+    std::future<void> digest_jobs[2];
+    auto wait_digests = [&] {
+        for (std::future<void>& job : digest_jobs) {
+            if (job.valid()) job.get();
+        }
+    };
     std::vector<ChunkRef> committed, pending;
     int64_t pending_bytes = 0;
+    // Bytes added to each bucket file since the last commit: a batch is
+    // committed before any one file would take more than kBucketBatchBytes,
+    // so no bucket file passes max_bytes by more than that before it splits.
+    std::map<std::pair<int, uint64_t>, int64_t> pending_per_bucket;
     auto commit_batch = [&] {
         // The upload row's heartbeat tells the collector this writer lives.
         auto file = store_->writable(hash_of_text(object));
@@ -290,19 +309,31 @@ std::vector<ChunkRef> ObjectStore::write_chunks(Stream& stream, Source& source, 
         committed.insert(committed.end(), pending.begin(), pending.end());
         pending.clear();
         pending_bytes = 0;
+        pending_per_bucket.clear();
         store_->split_pending();
+        store_->release_caches();
         store::crash_point("files:batch_committed");
     };
     try {
-        for (;;) {
+        for (size_t i = 0;; ++i) {
+            std::vector<uint8_t>& buffer = buffers[i % 2];
             size_t n = read_full(source, buffer);
+            wait_digests();  // of chunk i - 1: each digest takes the chunks in order
             if (n == 0) break;
-            // The object's own digests run beside the chunk's address and its
-            // write, on another core.
-            std::future<void> side = std::async(std::launch::async, [&] { stream.update(buffer.data(), n); });
-            ChunkRef ref{sha256_of(buffer.data(), n), static_cast<int64_t>(n)};
-            chunks_.add_ref(ref.sha256, buffer.data(), ref.size, unix_now_ms());
-            side.get();
+            const uint8_t* data = buffer.data();
+            if (stream.whole_sha) {
+                digest_jobs[0] = std::async(std::launch::async, [&stream, data, n] { stream.sha.update(data, n); });
+            }
+            digest_jobs[1] = std::async(std::launch::async, [&stream, data, n] { stream.md5.update(data, n); });
+            ChunkRef ref{sha256_of(data, n), static_cast<int64_t>(n)};
+            store::BucketId target = store_->route(hash_of_blob(ref.sha256.data(), ref.sha256.size()));
+            std::pair<int, uint64_t> bucket{target.depth, target.prefix};
+            auto in_bucket = pending_per_bucket.find(bucket);
+            if (in_bucket != pending_per_bucket.end() && in_bucket->second + ref.size > kBucketBatchBytes) {
+                commit_batch();
+            }
+            chunks_.add_ref(ref.sha256, data, ref.size, unix_now_ms());
+            pending_per_bucket[bucket] += ref.size;
             stream.size += ref.size;
             pending.push_back(ref);
             pending_bytes += ref.size;
@@ -310,8 +341,12 @@ std::vector<ChunkRef> ObjectStore::write_chunks(Stream& stream, Source& source, 
             if (pending_bytes >= kBatchBytes) commit_batch();
             if (n < buffer.size()) break;
         }
+        wait_digests();
         commit_batch();
     } catch (...) {
+        for (std::future<void>& job : digest_jobs) {
+            if (job.valid()) job.wait();
+        }
         store_->rollback_all();
         try {
             chunks_.release(committed);

@@ -89,6 +89,16 @@ void install_version_locked(std::shared_ptr<store::BucketFile>& file, ObjectVers
 class ObjectStore {
 public:
     static constexpr int64_t kDefaultChunkSize = 4 * 1024 * 1024;
+    // Page size of the bucket files of a store this layer creates: a 4 MiB
+    // chunk is 64 overflow pages instead of 1024 (decision 0007).
+    static constexpr int kPageSize = 64 * 1024;
+    // Page cache per open bucket connection (up to max_open = 64 of them):
+    // chunk pages are read or written once, so a few pages do.
+    static constexpr int kCacheKib = 256;
+    // Size bound of the bucket files of a store this layer creates: ten 4 MiB
+    // chunks, so 64 buckets hold 2.5 GiB before the first split, and a file
+    // (at most this plus one batch's share, 16 MiB) stays under 64 MiB.
+    static constexpr int64_t kBucketMaxBytes = 40 * 1024 * 1024;
     // A single put or upload whose row was not touched for this long is taken
     // as dead (its writer crashed), and chunks untouched for this long may be
     // recounted by the collector.
@@ -146,16 +156,13 @@ public:
     CollectReport collect(int64_t now, int64_t grace_ms = kDefaultGraceMs);
 
 private:
-    // The digests a stream of object bytes needs besides the chunk addresses.
+    // The digests a stream of object bytes needs besides the chunk addresses
+    // (write_chunks runs each on a thread of its own).
     struct Stream {
         bool whole_sha = true;  // a part needs only its MD5
         Digest sha{Digest::Kind::kSha256};
         Digest md5{Digest::Kind::kMd5};
         int64_t size = 0;
-        void update(const uint8_t* data, size_t n) {
-            if (whole_sha) sha.update(data, n);
-            md5.update(data, n);
-        }
     };
     std::vector<ChunkRef> write_chunks(Stream& stream, Source& source, Transfer* progress,
                                        const std::string& object, const std::string& upload_id);

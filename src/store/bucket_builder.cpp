@@ -63,15 +63,21 @@ void DurabilityBatch::sync() {
     }
 }
 
-BucketBuilder::BucketBuilder(const fs::path& root, BucketId id, const std::vector<Collection>& collections)
+BucketBuilder::BucketBuilder(const fs::path& root, BucketId id, const std::vector<Collection>& collections,
+                             int page_size, int cache_kib)
     : id_(id), path_(root / id.relative_path()), collections_(collections) {
+    if (page_size < 512 || page_size > 65536 || (page_size & (page_size - 1)) != 0) {
+        throw std::invalid_argument("page_size " + std::to_string(page_size) +
+                                    " is not a power of two from 512 to 65536");
+    }
     for (fs::path dir = path_.parent_path(); dir != root && !fs::exists(dir); dir = dir.parent_path()) {
         new_dirs_.push_back(dir);
     }
     fs::create_directories(path_.parent_path());
     BucketFile::remove_files(path_);
     db_ = sqlite::Database(path_.string(), SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX);
-    db_.exec("PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; BEGIN");
+    db_.exec("PRAGMA page_size=" + std::to_string(page_size) + "; PRAGMA cache_size=-" + std::to_string(cache_kib) +
+             "; PRAGMA journal_mode=OFF; PRAGMA synchronous=OFF; BEGIN");
     db_.exec(schema::kBucketSql);
     sqlite::Statement meta = db_.prepare("INSERT INTO bucket_meta(name, value) VALUES (?1, ?2)");
     auto put = [&](const char* name, int64_t value) {

@@ -19,7 +19,9 @@ class BucketBuilder {
 public:
     // Removes leftovers of an earlier crashed attempt and creates the file,
     // with its schema and a table per collection, inside an open transaction.
-    BucketBuilder(const std::filesystem::path& root, BucketId id, const std::vector<Collection>& collections);
+    // `page_size`: the file's SQLite page size (fixed for its life in WAL mode).
+    BucketBuilder(const std::filesystem::path& root, BucketId id, const std::vector<Collection>& collections,
+                  int page_size, int cache_kib = 2000);
     BucketBuilder(const BucketBuilder&) = delete;
     BucketBuilder& operator=(const BucketBuilder&) = delete;
 

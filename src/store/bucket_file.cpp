@@ -1,5 +1,6 @@
 #include "store/bucket_file.h"
 
+#include <algorithm>
 #include <chrono>
 #include <optional>
 #include <system_error>
@@ -134,7 +135,16 @@ void BucketFile::configure(const BucketConnectionSettings& settings) {
     log_retention_ = settings.log_retention;
     synchronous_ = settings.synchronous;
     sqlite3_busy_timeout(db_.get(), settings.busy_timeout_ms);
-    db_.exec("PRAGMA synchronous=" + settings.synchronous + "; PRAGMA cache_size=-1024");
+    // cache_size first: the first statement that reads the schema sizes the
+    // cache's up-front allocation (up to 20 pages) by the setting then in force.
+    db_.exec("PRAGMA cache_size=-" + std::to_string(settings.cache_kib) + "; PRAGMA synchronous=" + settings.synchronous);
+    page_size_ = db_.query_int("PRAGMA page_size");
+    if (page_size_ > 4096) {
+        // Checkpoint by bytes, as with 4 KiB pages' default of 1000, but at
+        // 16 MiB: one checkpoint (and its fsync) per few large commits rather
+        // than one per commit. The WAL stays far below a bucket's size bound.
+        db_.exec("PRAGMA wal_autocheckpoint=" + std::to_string(std::max<int64_t>(16, (int64_t{16} << 20) / page_size_)));
+    }
 }
 
 void BucketFile::remove_files(const fs::path& path) {
@@ -528,7 +538,6 @@ int64_t BucketFile::query_cached(BucketQuery query) {
 int64_t BucketFile::records() { return query_cached(BucketQuery::kRecords); }
 
 int64_t BucketFile::bytes_in_use() {
-    if (page_size_ == 0) page_size_ = db_.query_int("PRAGMA page_size");
     return query_cached(BucketQuery::kPagesInUse) * page_size_;
 }
 

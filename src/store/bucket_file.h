@@ -53,6 +53,7 @@ struct BucketConnectionSettings {
     int busy_timeout_ms = 10000;
     std::string synchronous = "FULL";
     int64_t log_retention = 100000;  // commit-log entries each bucket keeps at least
+    int cache_kib = 1024;            // page cache per connection
 };
 
 class BucketFile {
@@ -141,6 +142,11 @@ public:
     // redone by whoever meets the change record).
     void resolve(int64_t txn_id, bool delete_record = false);
     void rollback();
+
+    // Frees the pages this connection caches that nothing uses. After large
+    // blob I/O, whose pages are rarely read again, so that every open bucket
+    // does not keep a full page cache of them.
+    void release_cache() { sqlite3_db_release_memory(db_.get()); }
 
     // Current size as the bucket itself records it.
     int64_t records();

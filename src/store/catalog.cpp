@@ -97,7 +97,7 @@ void Catalog::create_store(const StoreOptions& options) {
     for (uint64_t prefix = 0; prefix < count; ++prefix) {
         BucketId id{options.initial_depth, prefix};
         // Leftovers of a creation that crashed before this commit are replaced.
-        BucketBuilder builder(root_, id, {});
+        BucketBuilder builder(root_, id, {}, options.page_size);
         BucketMeta meta;
         meta.bytes = builder.seal(batch);
         meta.mtime = unix_ms_now();

@@ -21,6 +21,14 @@ struct StoreOptions {
     StoreLimits limits;               // used when the store is created
     bool limits_given = false;        // true: write `limits` into an existing store
     int initial_depth = 6;            // a new store starts with 2^initial_depth buckets (64: see README)
+    // SQLite page size of the bucket files made when the store is created
+    // (the children of a split keep their parent's). Large pages suit stores
+    // of large blobs (the files layer uses 64 KiB: decision 0007).
+    int page_size = 4096;
+    // Page cache of each open bucket connection, in KiB (up to max_open of
+    // them). The files layer, whose pages are mostly chunk bytes read or
+    // written once, keeps a small one.
+    int cache_kib = 1024;
     int max_open = 64;                // bound on open bucket connections (about 3 fds each in WAL)
     int busy_timeout_ms = 10000;      // how long to wait for another process's lock
     // About how long a transaction that already holds bucket locks waits for

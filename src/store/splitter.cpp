@@ -34,6 +34,8 @@ std::vector<BucketMeta> build_children(Catalog& catalog, sqlite::Database& sourc
                                        std::vector<BucketId>& children) {
     size_t ways = size_t{1} << k;
     std::vector<Collection> collections = catalog.load_collections();
+    // Children keep the parent's page size: the store chose it at creation.
+    int page_size = static_cast<int>(source.query_int("PRAGMA page_size"));
     children.clear();
     std::vector<std::unique_ptr<BucketBuilder>> builders;
     std::vector<XXH3_state_t*> digests(ways, nullptr);
@@ -45,7 +47,8 @@ std::vector<BucketMeta> build_children(Catalog& catalog, sqlite::Database& sourc
     } digest_free{digests};
     for (size_t i = 0; i < ways; ++i) {
         children.push_back(parent.child(k, i));
-        builders.push_back(std::make_unique<BucketBuilder>(catalog.root(), children.back(), collections));
+        builders.push_back(std::make_unique<BucketBuilder>(catalog.root(), children.back(), collections, page_size,
+                                                                settings.cache_kib));
         digests[i] = XXH3_createState();
         if (!digests[i]) throw std::bad_alloc();
         XXH3_64bits_reset(digests[i]);

@@ -13,7 +13,7 @@ Store::Store(const StoreOptions& options)
       random_(static_cast<unsigned>(std::chrono::steady_clock::now().time_since_epoch().count()) ^
               static_cast<unsigned>(::getpid())),
       catalog_(options),
-      connection_settings_{options.busy_timeout_ms, options.synchronous, options.log_retention} {
+      connection_settings_{options.busy_timeout_ms, options.synchronous, options.log_retention, options.cache_kib} {
     if (options.max_open < 1) throw std::invalid_argument("max_open must be at least 1");
     reload_map();
     collections_ = catalog_.load_collections();

@@ -134,6 +134,11 @@ public:
     // closed side: SQLite defers closing it while the other holds a lock).
     void close_idle_files();
 
+    // BucketFile::release_cache on every open bucket file.
+    void release_caches() {
+        for (auto& file : lru_) file->release_cache();
+    }
+
     // Closes least recently used files beyond max_open that nothing holds.
     // Called when files are released: after a commit or rollback, when a
     // cursor finishes.

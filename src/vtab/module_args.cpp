@@ -68,7 +68,7 @@ ModuleArgs parse_module_args(const std::vector<std::string>& args) {
             if (arg.empty()) throw std::invalid_argument("empty argument");
             static const char* const known[] = {"root", "shard_key", "max_records", "max_bytes", "max_open",
                                                 "busy_timeout", "deadlock_timeout", "initial_buckets", "synchronous", "workers",
-                                                "pending_timeout", "log_retention"};
+                                                "pending_timeout", "log_retention", "page_size"};
             for (const char* option : known) {
                 if (arg == option) {
                     throw std::invalid_argument("argument '" + arg + "' is not of the form name=value");
@@ -107,6 +107,10 @@ ModuleArgs parse_module_args(const std::vector<std::string>& args) {
             int depth = 0;
             while ((int64_t{1} << depth) < n) ++depth;
             options.initial_depth = depth;
+        } else if (name == "page_size") {
+            int64_t n = parse_count(name, value, 512, 65536);
+            if ((n & (n - 1)) != 0) throw std::invalid_argument("page_size must be a power of two from 512 to 65536, got " + value);
+            options.page_size = static_cast<int>(n);
         } else if (name == "synchronous") {
             std::string upper;
             for (char c : value) upper.push_back(static_cast<char>(std::toupper(static_cast<unsigned char>(c))));
@@ -117,7 +121,7 @@ ModuleArgs parse_module_args(const std::vector<std::string>& args) {
         } else {
             throw std::invalid_argument("unknown argument '" + name +
                                         "' (known: root, shard_key, max_records, max_bytes, max_open, busy_timeout, "
-                                        "deadlock_timeout, pending_timeout, log_retention, initial_buckets, synchronous, workers)");
+                                        "deadlock_timeout, pending_timeout, log_retention, initial_buckets, synchronous, workers, page_size)");
         }
     }
     if (!have_root) throw std::invalid_argument("missing argument root: e.g. USING aerials(root='data')");

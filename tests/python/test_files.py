@@ -1,6 +1,7 @@
 """The files layer through SQL: round trips, ranges, dedup, damage, versions,
 lifecycle, multipart ETags, names, DIRECTONLY and the noio entry point."""
 
+import glob
 import hashlib
 import json
 import os
@@ -11,6 +12,7 @@ import time
 import unittest
 
 import aerials
+from aerials_testlib import sql_quote
 from files_testlib import CHUNK, MiB, SANITIZED, FilesTestCase, chunk_rows, pattern
 
 DAY_MS = 86400000
@@ -125,6 +127,30 @@ class Dedup(FilesTestCase):
         conn.execute("SELECT aerials_delete(?, 'assets', 'two')", (self.root,))
         conn.execute("SELECT aerials_delete(?, 'other', 'three')", (self.root,))
         self.assertEqual(chunk_rows(self.root), [])
+
+
+class StoreSettings(FilesTestCase):
+    def test_a_files_store_has_large_pages_and_larger_buckets_unless_told(self):
+        conn = self.new_files()
+        self.put(conn, "assets", "a.bin", self.write_file("a", pattern(CHUNK + 1, seed=9)))
+        (path,) = {r[3] for r in chunk_rows(self.root) if r[1] == CHUNK}
+        db = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+        self.assertEqual(db.execute("PRAGMA page_size").fetchone()[0], 65536)
+        db.close()
+        catalog = sqlite3.connect("file:%s?mode=ro" % os.path.join(self.root, "aerial.sq3"), uri=True)
+        self.assertEqual(catalog.execute("SELECT value FROM settings WHERE name='max_bytes'").fetchone()[0], 40 * MiB)
+        catalog.close()
+        # Given explicitly, the arguments win; an existing store keeps its own.
+        other = os.path.join(self.tmp, "other")
+        conn.execute("CREATE VIRTUAL TABLE temp.o USING aerials_files(root=%s, page_size=4096, max_bytes=8388608)"
+                     % sql_quote(other))
+        first = sorted(glob.glob(os.path.join(other, "*", "*", "*.sq3")))[0]
+        db = sqlite3.connect("file:%s?mode=ro" % first, uri=True)
+        self.assertEqual(db.execute("PRAGMA page_size").fetchone()[0], 4096)
+        db.close()
+        with self.assertRaisesRegex(sqlite3.OperationalError, "page_size must be a power of two"):
+            conn.execute("CREATE VIRTUAL TABLE temp.p USING aerials_files(root=%s, page_size=5000)"
+                         % sql_quote(os.path.join(self.tmp, "third")))
 
 
 class Damage(FilesTestCase):
@@ -299,8 +325,10 @@ class Multipart(FilesTestCase):
         self.assertEqual(info["etag"], expected)
         whole = parts[1] + parts[2] + parts[3]
         self.assertEqual(self.get_bytes(conn, "mpu", "video"), whole)
-        self.assertEqual(conn.execute("SELECT etag, size, content_type FROM files WHERE key='video'").fetchone(),
-                         (expected, len(whole), "video/mp4"))
+        # The whole object's SHA-256, from its parts' chunks at completion.
+        self.assertEqual(info["sha256"], hashlib.sha256(whole).hexdigest())
+        self.assertEqual(conn.execute("SELECT etag, size, content_type, sha256 FROM files WHERE key='video'").fetchone(),
+                         (expected, len(whole), "video/mp4", hashlib.sha256(whole).hexdigest()))
         with self.assertRaisesRegex(sqlite3.OperationalError, "does not exist"):
             conn.execute("SELECT aerials_upload_complete(?, 'mpu', 'video', ?)", (self.root, upload)).fetchone()
 
@@ -313,6 +341,7 @@ class Multipart(FilesTestCase):
             conn.execute("SELECT aerials_upload_complete(?, 'mpu', 'x', ?)", (self.root, upload)).fetchone()
         info = json.loads(conn.execute("SELECT aerials_upload_complete(?, 'mpu', 'x', ?, '[2]')", (self.root, upload)).fetchone()[0])
         self.assertEqual(info["etag"], hashlib.md5(hashlib.md5(b"b" * 100).digest()).hexdigest() + "-1")
+        self.assertEqual(info["sha256"], hashlib.sha256(b"b" * 100).hexdigest())
         self.assertEqual(sorted(r[0] for r in chunk_rows(self.root)), [hashlib.sha256(b"b" * 100).hexdigest()])
         other = conn.execute("SELECT aerials_upload_create(?, 'mpu', 'y')", (self.root,)).fetchone()[0]
         conn.execute("SELECT aerials_upload_part(?, 'mpu', 'y', ?, 1, ?)", (self.root, other, b"c" * 100))
