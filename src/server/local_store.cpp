@@ -122,17 +122,6 @@ sqlite::Statement& Session::cached(const std::string& sql) {
     return it->second;
 }
 
-// Bucket files get a new collection's table when the store next opens them.
-// aerials_map names its result columns by preparing the query on the first
-// bucket file directly (vtab/map_function.cpp), which fails with "no such
-// table" while that file has not been opened since the collection was
-// declared (likely once the LRU holds fewer files than the store has).
-// Reading one row through the store opens it the regular way.
-void Session::open_first_bucket(const std::string& table) {
-    sqlite::Statement first = db_.prepare("SELECT 1 FROM " + table + " LIMIT 1");
-    first.step();
-}
-
 const std::string& Session::table_for(const std::string& collection) {
     auto found = tables_.find(collection);
     if (found != tables_.end()) return found->second;
@@ -147,7 +136,6 @@ const std::string& Session::table_for(const std::string& collection) {
     std::string table = "temp." + store::quote_identifier(collection);
     db_.exec("CREATE VIRTUAL TABLE " + table + " USING aerials(" + module_args() + ", shard_key=" +
              store::quote_identifier(shard_key) + ", " + definition + ")");
-    open_first_bucket(table);
     return tables_[collection] = table;
 }
 

@@ -63,7 +63,6 @@ public:
 private:
     sqlite::Statement& cached(const std::string& sql);
     std::string module_args() const;
-    void open_first_bucket(const std::string& table);
 
     std::string root_;
     int max_open_;

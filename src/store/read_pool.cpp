@@ -4,6 +4,7 @@
 #include <cstring>
 #include <set>
 
+#include "schema_sql.h"
 #include "store/cancellation.h"
 
 namespace aerials::store {
@@ -148,13 +149,13 @@ bool step_borrowed(sqlite3_stmt* stmt, RowBatch& batch, const std::string& path)
 
 }  // namespace
 
-void check_read_only_query(const std::string& sql, const std::vector<Collection>& collections) {
-    // Prepared against an empty in-memory database with the store's tables;
-    // only the authorizer's verdict matters here (other errors show up when
-    // the query runs in the buckets).
+std::vector<std::string> check_read_only_query(const std::string& sql, const std::vector<Collection>& collections) {
+    // Prepared against an empty in-memory database shaped like a bucket as
+    // the workers see it: the bucket's own tables (so that a statement on
+    // them gets as far as the authorizer), kv, and every collection under
+    // its name, whether or not a bucket has created its table yet.
     sqlite::Database scratch(":memory:", SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE);
-    // Empty tables under the names the query uses, so that SQLite gets as far
-    // as asking the authorizer about what the query does with them.
+    scratch.exec(schema::kBucketSql);
     scratch.exec("CREATE TABLE kv(key, subkey, value)");
     for (const Collection& c : collections) {
         std::string create = c.create_table_sql;
@@ -167,6 +168,14 @@ void check_read_only_query(const std::string& sql, const std::vector<Collection>
     sqlite3_stmt* stmt = nullptr;
     const char* tail = nullptr;
     int rc = sqlite3_prepare_v2(scratch.get(), sql.c_str(), static_cast<int>(sql.size()), &stmt, &tail);
+    std::string error = rc == SQLITE_OK ? "" : sqlite3_errmsg(scratch.get());
+    std::vector<std::string> names;
+    bool writes = false;
+    const bool empty = rc == SQLITE_OK && !stmt;
+    if (stmt) {
+        for (int i = 0; i < sqlite3_column_count(stmt); ++i) names.push_back(sqlite3_column_name(stmt, i));
+        writes = !sqlite3_stmt_readonly(stmt);
+    }
     sqlite3_finalize(stmt);
     if (denied.action) {
         std::string what = action_name(denied.action);
@@ -176,6 +185,10 @@ void check_read_only_query(const std::string& sql, const std::vector<Collection>
     if (rc == SQLITE_OK && tail && std::string(tail).find_first_not_of(" \t\r\n;") != std::string::npos) {
         throw std::invalid_argument("aerials_map runs one statement, but the query has more after the first");
     }
+    if (rc != SQLITE_OK) throw std::invalid_argument("the query does not compile in a bucket: " + error);
+    if (empty) throw std::invalid_argument("the query is empty");
+    if (writes) throw std::invalid_argument("aerials_map runs read-only queries only: the query writes");
+    return names;
 }
 
 // ---------------------------------------------------------------------------

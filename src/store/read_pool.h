@@ -191,8 +191,9 @@ private:
     const std::atomic<int64_t>* others_open_ = nullptr;
 };
 
-// Throws std::invalid_argument unless `sql` only reads (used by aerials_map
-// before the query reaches any bucket, so the error names the problem once).
-void check_read_only_query(const std::string& sql, const std::vector<Collection>& collections);
+// Throws std::invalid_argument unless `sql` is one statement that only reads
+// (used by aerials_map before the query reaches any bucket, so the error
+// names the problem once). Returns the names of its result columns.
+std::vector<std::string> check_read_only_query(const std::string& sql, const std::vector<Collection>& collections);
 
 }  // namespace aerials::store

@@ -59,29 +59,6 @@ void set_error(sqlite3_vtab* vtab, const std::string& message) {
     vtab->zErrMsg = sqlite3_mprintf("aerials_map: %s", message.c_str());
 }
 
-// The names of the query's result columns, from preparing it (not running
-// it) on one bucket, with the views the workers' connections have.
-std::vector<std::string> result_columns(store::Store& store, const std::string& sql) {
-    sqlite::Database probe((store.root() / store.buckets().front().relative_path()).string(),
-                           SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX);
-    probe.exec("CREATE TEMP VIEW kv AS SELECT key, subkey, value FROM main.bucket");
-    for (const store::Collection& c : store.collections()) {
-        if (probe.table_exists(c.table)) {
-            probe.exec("CREATE TEMP VIEW " + store::quote_identifier(c.name) + " AS SELECT * FROM main." +
-                       store::quote_identifier(c.table));
-        }
-    }
-    sqlite3_stmt* stmt = nullptr;
-    if (sqlite3_prepare_v2(probe.get(), sql.c_str(), -1, &stmt, nullptr) != SQLITE_OK) {
-        std::string message = sqlite3_errmsg(probe.get());
-        throw std::invalid_argument("the query does not compile in a bucket: " + message);
-    }
-    std::vector<std::string> names;
-    for (int i = 0; i < sqlite3_column_count(stmt); ++i) names.push_back(sqlite3_column_name(stmt, i));
-    sqlite3_finalize(stmt);
-    return names;
-}
-
 int map_connect(sqlite3* db, void* aux, int argc, const char* const* argv, sqlite3_vtab** out, char** err) {
     auto context = *static_cast<std::shared_ptr<ConnectionContext>*>(aux);
     try {
@@ -112,8 +89,7 @@ int map_connect(sqlite3* db, void* aux, int argc, const char* const* argv, sqlit
                 throw std::invalid_argument("give root='...' and sql='SELECT ...'");
             }
             auto store = context->store_at(table->root);
-            store::check_read_only_query(table->sql, store->collections());
-            std::vector<std::string> names = result_columns(*store, table->sql);
+            std::vector<std::string> names = store::check_read_only_query(table->sql, store->collections());
             table->columns = static_cast<int>(names.size());
             for (const std::string& name : names) schema += store::quote_identifier(name) + ", ";
         }

@@ -57,6 +57,18 @@ class MapTest(unittest.TestCase):
                                  ).fetchall()
         self.assertEqual(got, want)
 
+    def test_named_columns_of_a_collection_no_bucket_holds_yet(self):
+        # Bucket files create a collection's table when they next open; the
+        # column names come from the declared schema, not from a bucket.
+        self.conn.execute("CREATE VIRTUAL TABLE events USING aerials(root='%s', shard_key=id, "
+                          "id INTEGER PRIMARY KEY, kind TEXT)" % self.root)
+        self.conn.execute("CREATE VIRTUAL TABLE temp.kinds USING aerials_map(root='%s', "
+                          "sql='SELECT kind, count(*) AS n FROM events GROUP BY kind')" % self.root)
+        self.assertEqual(self.conn.execute("SELECT * FROM kinds").fetchall(), [])
+        self.conn.executemany("INSERT INTO events VALUES (?, ?)", [(i, "k%d" % (i % 3)) for i in range(30)])
+        self.assertEqual(self.conn.execute("SELECT kind, sum(n) FROM kinds GROUP BY kind ORDER BY kind").fetchall(),
+                         [("k0", 10), ("k1", 10), ("k2", 10)])
+
     def test_every_bucket_is_visited_once(self):
         buckets = self.conn.execute("SELECT count(*) FROM aerials_buckets(?)", (self.root,)).fetchone()[0]
         before = json.loads(self.conn.execute("SELECT aerials_stats(?)", (self.root,)).fetchone()[0])
@@ -80,6 +92,10 @@ class MapTest(unittest.TestCase):
                               ("PRAGMA journal_mode=DELETE", "PRAGMA (journal_mode) is not allowed"),
                               ("SELECT load_extension('x')", "this function (load_extension) is not allowed"),
                               ("SELECT 1; DELETE FROM orders", "one statement"),
+                              # The bucket's own tables: refused before any bucket is reached.
+                              ("DROP TABLE bucket", "is not allowed"),
+                              ("DELETE FROM bucket_meta", "DELETE is not allowed"),
+                              ("UPDATE aerials_txn SET state = 'COMMITTED'", "UPDATE is not allowed"),
                               ("SELECT * FROM nosuch", "no such table: nosuch")]:
             with self.subTest(sql=sql):
                 with self.assertRaises(sqlite3.Error) as caught:
