@@ -144,7 +144,8 @@ Api::Handler Api::guarded(Handler h) {
 }
 
 void Api::check_epoch(const httplib::Request& req, httplib::Response& res) {
-    if (node_.draining) throw HttpError(503, "not_ready", "this node is shutting down");
+    // While draining, requests that already arrived are still served: the
+    // listener is closed and each connection ends after its current request.
     if (!node_.cluster.ready()) throw HttpError(503, "not_ready", "this node holds no cluster map in which it owns slots yet");
     if (!req.has_header("X-Aerials-Epoch")) {
         throw WireError("missing header X-Aerials-Epoch: send the epoch of the cluster map the request was routed with");

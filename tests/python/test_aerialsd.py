@@ -433,6 +433,38 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(n.call("/v1/kv/get", {"key": "k"}).msgpack(), {"found": True, "value": "v"})
         self.assertEqual(n.cluster_map()["coordinator"], first_map["node"])
 
+    def test_sigterm_finishes_the_request_in_flight(self):
+        import socket
+        import time
+        n = self.node("drain").start()
+        n.wait_ready()
+        self.assertEqual(n.call("/v1/kv/put", {"key": "k", "value": 42}).status, 200)
+        body = packb({"key": "k"})
+        epoch = n.cluster_map()["epoch"]
+        conn = socket.create_connection(("127.0.0.1", n.port), timeout=20)
+        try:
+            head = ("POST /v1/kv/get HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nX-Aerials-Epoch: %d\r\n"
+                    "Content-Type: application/msgpack\r\nContent-Length: %d\r\n\r\n" % (TOKEN, epoch, len(body)))
+            conn.sendall(head.encode() + body[:3])  # the request has begun: headers and part of the body
+            time.sleep(0.2)  # let the node read what was sent (the outcome does not depend on it)
+            n.process.send_signal(signal.SIGTERM)
+            deadline = time.time() + 10
+            while "draining" not in [l.get("event") for l in n.log_lines()]:
+                self.assertLess(time.time(), deadline, "no draining line after SIGTERM")
+                time.sleep(0.02)
+            conn.sendall(body[3:])
+            answer = b""
+            while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < 5:
+                chunk = conn.recv(4096)
+                if not chunk:
+                    break
+                answer += chunk
+        finally:
+            conn.close()
+        self.assertTrue(answer.startswith(b"HTTP/1.1 200"), answer[:200])
+        self.assertEqual(n.process.wait(15), 0)
+        self.assertEqual(n.log_lines()[-1]["event"], "stopped")
+
     def test_concurrent_joins_get_distinct_epochs(self):
         seed = self.node("seed").start()
         seed.wait_ready()
