@@ -19,9 +19,9 @@
 //            output without fsync (as cp does) and renames it into place.
 // put against cp+sync compares two durable copies; against cp (the issue's
 // ratio) it compares a durable, hashed copy with a page-cache copy.
-// Ratios are taken within each round, each side against a cp run just before
-// it (the machine is shared: the load moves within seconds), and their range
-// over the rounds is printed. The "cp s" column is the cp before put.
+// Ratios are taken within each round (the machine is shared: the load moves
+// within seconds): put against the cp and cp+sync before it, get against the
+// faster of the round's two cp runs; their range over the rounds is printed. Columns in the order run: cp, cp+sync, put, cp, get.
 #include <sqlite3.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -134,8 +134,8 @@ int main(int argc, char** argv) {
     make_source(source, size_mib << 20);
     std::printf("object: %lld MiB, %d round(s); extension %s\n", static_cast<long long>(size_mib), rounds,
                 extension.c_str());
-    std::printf("%-6s %8s %8s %8s %8s   %-9s %-14s %-9s\n", "round", "cp s", "cp+sync", "put s", "get s", "put/cp",
-                "put/(cp+sync)", "get/cp");
+    std::printf("%-6s %8s %8s %8s %8s %8s   %-9s %-14s %-9s\n", "round", "cp s", "cp+sync", "put s", "cp s", "get s",
+                "put/cp", "put/(cp+sync)", "get/cp");
     double best_cp = 1e9, best_cp_sync = 1e9, best_put = 1e9, best_get = 1e9;
     std::vector<double> put_ratios, put_sync_ratios, get_ratios;
     long rss_cp = 0, rss_put = 0, rss_get = 0;
@@ -159,9 +159,13 @@ int main(int argc, char** argv) {
         }
         put_ratios.push_back(cp.seconds / put.seconds);
         put_sync_ratios.push_back(cp_sync.seconds / put.seconds);
-        get_ratios.push_back(cp_before_get.seconds / get.seconds);
-        std::printf("%-6d %8.2f %8.2f %8.2f %8.2f   %-9.2f %-14.2f %-9.2f\n", round + 1, cp.seconds, cp_sync.seconds,
-                    put.seconds, get.seconds, put_ratios.back(), put_sync_ratios.back(), get_ratios.back());
+        // Against the faster of the round's two cp runs: in this program the cp
+        // right after a put has run several times slower than the first one
+        // (not reproduced by hand), which would flatter get.
+        get_ratios.push_back(std::min(cp.seconds, cp_before_get.seconds) / get.seconds);
+        std::printf("%-6d %8.2f %8.2f %8.2f %8.2f %8.2f   %-9.2f %-14.2f %-9.2f\n", round + 1, cp.seconds,
+                    cp_sync.seconds, put.seconds, cp_before_get.seconds, get.seconds, put_ratios.back(),
+                    put_sync_ratios.back(), get_ratios.back());
         best_cp = std::min({best_cp, cp.seconds, cp_before_get.seconds});
         best_cp_sync = std::min(best_cp_sync, cp_sync.seconds);
         best_put = std::min(best_put, put.seconds);
