@@ -175,7 +175,6 @@ void Session::define(const std::string& name, const std::string& shard_key, cons
     if (rc != SQLITE_DONE) throw cluster::WireError(message);
     tables_[name] = "temp." + store::quote_identifier(name);
     columns_.erase(name);
-    open_first_bucket(tables_[name]);
 }
 
 const ColumnInfo& Session::columns_of(const std::string& collection) {
