@@ -103,9 +103,7 @@ private:
     bool forward_unless_owned(const httplib::Request& req, httplib::Response& res, store::Hash hash);
     void require_owned(const cluster::ClusterMap& map, store::Hash hash, const std::string& what);
 
-    void kv_get(const httplib::Request&, httplib::Response&);
-    void kv_put(const httplib::Request&, httplib::Response&);
-    void kv_delete(const httplib::Request&, httplib::Response&);
+    void kv_point(const httplib::Request&, httplib::Response&, const char* op);
     void kv_batch(const httplib::Request&, httplib::Response&);
     void scan(const httplib::Request&, httplib::Response&);
     void map_query(const httplib::Request&, httplib::Response&);
@@ -262,34 +260,15 @@ json kv_op(Session& s, const std::string& op, const json& request, const KvKey& 
     throw WireError(where + "op must be \"get\", \"put\" or \"delete\"");
 }
 
-void Api::kv_get(const httplib::Request& req, httplib::Response& res) {
+// One point operation ("get", "put" or "delete") on the key-value table.
+void Api::kv_point(const httplib::Request& req, httplib::Response& res, const char* op) {
     check_epoch(req, res);
     json request = decode_msgpack(req);
     KvKey k = kv_key(request, "");
     // No session is held while a request is forwarded.
     store::Hash hash = node_.store.session()->hash_of("", k.key);
     if (forward_unless_owned(req, res, hash)) return;
-    send_msgpack(res, kv_op(*node_.store.session(), "get", request, k, ""));
-}
-
-void Api::kv_put(const httplib::Request& req, httplib::Response& res) {
-    check_epoch(req, res);
-    json request = decode_msgpack(req);
-    KvKey k = kv_key(request, "");
-    // No session is held while a request is forwarded.
-    store::Hash hash = node_.store.session()->hash_of("", k.key);
-    if (forward_unless_owned(req, res, hash)) return;
-    send_msgpack(res, kv_op(*node_.store.session(), "put", request, k, ""));
-}
-
-void Api::kv_delete(const httplib::Request& req, httplib::Response& res) {
-    check_epoch(req, res);
-    json request = decode_msgpack(req);
-    KvKey k = kv_key(request, "");
-    // No session is held while a request is forwarded.
-    store::Hash hash = node_.store.session()->hash_of("", k.key);
-    if (forward_unless_owned(req, res, hash)) return;
-    send_msgpack(res, kv_op(*node_.store.session(), "delete", request, k, ""));
+    send_msgpack(res, kv_op(*node_.store.session(), op, request, k, ""));
 }
 
 void Api::kv_batch(const httplib::Request& req, httplib::Response& res) {
@@ -636,9 +615,9 @@ void Api::install() {
         node_.cluster.adopt(offered);
         send_json(res, {{"epoch", node_.cluster.epoch()}});
     });
-    post("/v1/kv/get", [this](const httplib::Request& req, httplib::Response& res) { kv_get(req, res); });
-    post("/v1/kv/put", [this](const httplib::Request& req, httplib::Response& res) { kv_put(req, res); });
-    post("/v1/kv/delete", [this](const httplib::Request& req, httplib::Response& res) { kv_delete(req, res); });
+    post("/v1/kv/get", [this](const httplib::Request& req, httplib::Response& res) { kv_point(req, res, "get"); });
+    post("/v1/kv/put", [this](const httplib::Request& req, httplib::Response& res) { kv_point(req, res, "put"); });
+    post("/v1/kv/delete", [this](const httplib::Request& req, httplib::Response& res) { kv_point(req, res, "delete"); });
     post("/v1/kv/batch", [this](const httplib::Request& req, httplib::Response& res) { kv_batch(req, res); });
     post("/v1/scan", [this](const httplib::Request& req, httplib::Response& res) { scan(req, res); });
     post("/v1/map", [this](const httplib::Request& req, httplib::Response& res) { map_query(req, res); });

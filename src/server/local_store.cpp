@@ -66,27 +66,12 @@ nlohmann::json rows_of(sqlite3_stmt* stmt, sqlite3* db) {
 
 void check_definitions(const std::vector<std::string>& definitions) {
     for (const std::string& definition : definitions) {
-        std::vector<std::string> parts(1);
-        int depth = 0;
-        char quote = 0;
-        for (char c : definition) {
-            if (quote) {
-                if (c == quote) quote = 0;
-            } else if (c == '\'' || c == '"' || c == '`' || c == '[') {
-                quote = c == '[' ? ']' : c;
-            } else if (c == '(') {
-                ++depth;
-            } else if (c == ')') {
-                if (--depth < 0) throw cluster::WireError("definition '" + definition + "' has an unbalanced ')'");
-            } else if (c == ',' && depth == 0) {
-                parts.emplace_back();
-                continue;
-            } else if (c == ';') {
-                throw cluster::WireError("definition '" + definition + "' holds a ';'");
-            }
-            parts.back().push_back(c);
+        std::vector<std::string> parts;
+        try {
+            parts = store::split_top_level(definition);
+        } catch (const std::invalid_argument& e) {
+            throw cluster::WireError(e.what());
         }
-        if (quote || depth != 0) throw cluster::WireError("definition '" + definition + "' has an unclosed quote or '('");
         for (const std::string& part : parts) {
             size_t eq = part.find('=');
             if (trim(part).empty()) throw cluster::WireError("definition '" + definition + "' has an empty part");

@@ -167,31 +167,36 @@ Collection define_collection(const std::string& name, const std::vector<std::str
     return c;
 }
 
-Collection collection_from_catalog(const std::string& name, const std::string& shard_key,
-                                   const std::string& definition) {
-    // The recorded definition is the declared one, comma-joined; split it at
-    // top-level commas again.
-    std::vector<std::string> parts;
-    std::string current;
+std::vector<std::string> split_top_level(const std::string& text) {
+    std::vector<std::string> parts(1);
     int depth = 0;
     char quote = 0;
-    for (char ch : definition) {
+    for (char c : text) {
         if (quote) {
-            if (ch == quote) quote = 0;
-        } else if (ch == '\'' || ch == '"' || ch == '`' || ch == '[') {
-            quote = ch == '[' ? ']' : ch;
-        } else if (ch == '(') {
+            if (c == quote) quote = 0;
+        } else if (c == '\'' || c == '"' || c == '`' || c == '[') {
+            quote = c == '[' ? ']' : c;
+        } else if (c == '(') {
             ++depth;
-        } else if (ch == ')') {
-            --depth;
-        } else if (ch == ',' && depth == 0) {
-            parts.push_back(current);
-            current.clear();
+        } else if (c == ')') {
+            if (--depth < 0) throw std::invalid_argument("definition '" + text + "' has an unbalanced ')'");
+        } else if (c == ',' && depth == 0) {
+            parts.emplace_back();
             continue;
+        } else if (c == ';') {
+            throw std::invalid_argument("definition '" + text + "' holds a ';'");
         }
-        current.push_back(ch);
+        parts.back().push_back(c);
     }
-    if (!trim(current).empty()) parts.push_back(current);
+    if (quote || depth != 0) throw std::invalid_argument("definition '" + text + "' has an unclosed quote or '('");
+    return parts;
+}
+
+Collection collection_from_catalog(const std::string& name, const std::string& shard_key,
+                                   const std::string& definition) {
+    // The recorded definition is the declared one, comma-joined.
+    std::vector<std::string> parts = split_top_level(definition);
+    if (trim(parts.back()).empty()) parts.pop_back();
     return define_collection(name, parts, shard_key);
 }
 

@@ -53,6 +53,12 @@ const Collection& key_value_collection();
 Collection define_collection(const std::string& name, const std::vector<std::string>& definitions,
                              const std::string& shard_key);
 
+// Splits SQL definitions at the commas outside quotes and parentheses, as
+// written (parts keep their spaces). Throws std::invalid_argument naming the
+// text when a quote or '(' is left open, a ')' has no '(', or a ';' stands
+// outside quotes (no definition needs one; a statement could follow it).
+std::vector<std::string> split_top_level(const std::string& text);
+
 // Rebuilds a collection from what the catalog recorded.
 Collection collection_from_catalog(const std::string& name, const std::string& shard_key,
                                    const std::string& definition);

