@@ -6,7 +6,7 @@ cd "$(dirname "$0")/.."
 
 packages=(build-essential cmake pkg-config sqlite3 libsqlite3-dev libxxhash-dev
           libboost-test-dev nlohmann-json3-dev libcurl4-openssl-dev libssl-dev python3 sqlite-utils
-          libcpp-httplib-dev libcli11-dev)
+          libcpp-httplib-dev libcli11-dev clang libclang-rt-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
