@@ -13,15 +13,6 @@
 namespace aerials::server {
 namespace {
 
-std::string sql_string(const std::string& text) {
-    std::string out = "'";
-    for (char c : text) {
-        out.push_back(c);
-        if (c == '\'') out.push_back('\'');
-    }
-    return out + "'";
-}
-
 bool is_identifier(const std::string& s) {
     if (s.empty() || !(std::isalpha(static_cast<unsigned char>(s[0])) || s[0] == '_')) return false;
     for (char c : s) {
@@ -95,7 +86,7 @@ Session::Session(const std::string& root, int max_open)
 }
 
 std::string Session::module_args() const {
-    return "root=" + sql_string(root_) + ", max_open=" + std::to_string(max_open_);
+    return "root=" + store::quote_literal(root_) + ", max_open=" + std::to_string(max_open_);
 }
 
 sqlite::Statement& Session::cached(const std::string& sql) {
@@ -168,7 +159,7 @@ const ColumnInfo& Session::columns_of(const std::string& collection) {
     const std::string& table = table_for(collection);
     ColumnInfo info;
     std::string bare = table.substr(5);  // after "temp."
-    sqlite::Statement pragma = db_.prepare("SELECT name, type FROM pragma_table_info(" + sql_string(collection.empty() ? "aerials_kv" : collection) + ", 'temp')");
+    sqlite::Statement pragma = db_.prepare("SELECT name, type FROM pragma_table_info(" + store::quote_literal(collection.empty() ? "aerials_kv" : collection) + ", 'temp')");
     while (pragma.step()) info.names.push_back(pragma.column_text(0));
     if (!collection.empty()) {
         sqlite::Statement lookup = db_.prepare("SELECT shard_key FROM aerials_collections(?1) WHERE name = lower(?2)");
@@ -180,7 +171,7 @@ const ColumnInfo& Session::columns_of(const std::string& collection) {
                 if (sqlite3_stricmp(info.names[i].c_str(), key.c_str()) == 0) info.shard_column = static_cast<int>(i);
             }
         }
-        sqlite::Statement type = db_.prepare("SELECT type FROM pragma_table_info(" + sql_string(collection) + ", 'temp') WHERE cid = ?1");
+        sqlite::Statement type = db_.prepare("SELECT type FROM pragma_table_info(" + store::quote_literal(collection) + ", 'temp') WHERE cid = ?1");
         type.bind(1, static_cast<int64_t>(info.shard_column));
         std::string declared = type.step() ? type.column_text(0) : "";
         store::CollectionColumn column;

@@ -105,6 +105,15 @@ std::string quote_identifier(const std::string& name) {
     return out + "\"";
 }
 
+std::string quote_literal(const std::string& text) {
+    std::string out = "'";
+    for (char ch : text) {
+        out.push_back(ch);
+        if (ch == '\'') out.push_back('\'');
+    }
+    return out + "'";
+}
+
 char CollectionColumn::affinity() const {
     // SQLite's rules, in SQLite's order (datatype3.html, 3.1).
     std::string t = lower(type);

@@ -66,4 +66,7 @@ Collection collection_from_catalog(const std::string& name, const std::string& s
 // "name" with embedded quotes doubled.
 std::string quote_identifier(const std::string& name);
 
+// 'text' with embedded quotes doubled: an SQL string literal.
+std::string quote_literal(const std::string& text);
+
 }  // namespace aerials::store
