@@ -16,6 +16,7 @@
 #include <system_error>
 #include <vector>
 
+#include "cluster/wire_values.h"
 #include "store/key_hash.h"
 #include "vtab/collections_view.h"
 #include "vtab/store_view_support.h"
@@ -55,7 +56,44 @@ struct BucketsCursor : sqlite3_vtab_cursor {
     std::vector<CatalogCollection> collections;
     size_t index = 0;
     BucketRow row;
+    // On a cluster (root is its URL): every node's GET /v1/buckets rows,
+    // each with the node's address added as "node".
+    bool remote = false;
+    std::vector<nlohmann::json> remote_rows;
 };
+
+void load_cluster_buckets(BucketsCursor* cursor, cluster::ClusterClient& client) {
+    std::vector<std::unique_ptr<cluster::Exchange>> exchanges;
+    std::vector<cluster::Exchange*> running;
+    for (const cluster::NodeEntry* node : client.slot_owners()) {
+        exchanges.push_back(client.get(node->address, "/v1/buckets"));
+        running.push_back(exchanges.back().get());
+    }
+    client.http().run_all(running);
+    for (auto& e : exchanges) {
+        nlohmann::json answer = client.answer_of(*e);
+        const nlohmann::json* list = cluster::optional_field(answer, "buckets");
+        if (!list || !list->is_array()) throw std::runtime_error("node " + e->address() + " sent no bucket list");
+        for (nlohmann::json b : *list) {
+            if (!b.is_object()) throw std::runtime_error("node " + e->address() + " sent a bucket entry that is not an object");
+            b["node"] = e->address();
+            cursor->remote_rows.push_back(std::move(b));
+        }
+    }
+}
+
+void result_json(sqlite3_context* ctx, const nlohmann::json& row, const char* name) {
+    auto it = row.find(name);
+    if (it == row.end() || it->is_null()) {
+        sqlite3_result_null(ctx);
+    } else if (it->is_number_integer() || it->is_number_unsigned()) {
+        sqlite3_result_int64(ctx, it->get<int64_t>());
+    } else if (it->is_string()) {
+        result_text(ctx, it->get<std::string>());
+    } else {
+        result_text(ctx, it->dump());
+    }
+}
 
 int view_connect(sqlite3* db, void* aux, int, const char* const*, sqlite3_vtab** out, char** err) {
     int rc = sqlite3_declare_vtab(db,
@@ -144,6 +182,13 @@ int view_filter(sqlite3_vtab_cursor* base, int, const char*, int argc, sqlite3_v
     auto* view = static_cast<BucketsView*>(base->pVtab);
     try {
         cursor->root = root_argument(argc, argv, "aerials_buckets");
+        cursor->index = 0;
+        cursor->remote_rows.clear();
+        cursor->remote = ConnectionContext::is_cluster_url(cursor->root);
+        if (cursor->remote) {
+            load_cluster_buckets(cursor, *view->context->cluster_at(cursor->root));
+            return SQLITE_OK;
+        }
         cursor->store = view->context->store_at(cursor->root);
         // From the catalog, not the store's routing map: a store kept open
         // in this connection has not seen splits made elsewhere since.
@@ -161,6 +206,10 @@ int view_filter(sqlite3_vtab_cursor* base, int, const char*, int argc, sqlite3_v
 int view_next(sqlite3_vtab_cursor* base) {
     auto* cursor = static_cast<BucketsCursor*>(base);
     try {
+        if (cursor->remote) {
+            ++cursor->index;
+            return SQLITE_OK;
+        }
         if (++cursor->index < cursor->buckets.size()) load_row(cursor);
         return SQLITE_OK;
     } catch (const std::exception& e) {
@@ -171,11 +220,25 @@ int view_next(sqlite3_vtab_cursor* base) {
 
 int view_eof(sqlite3_vtab_cursor* base) {
     auto* cursor = static_cast<BucketsCursor*>(base);
-    return cursor->index >= cursor->buckets.size();
+    return cursor->index >= (cursor->remote ? cursor->remote_rows.size() : cursor->buckets.size());
 }
 
 int view_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) {
     auto* cursor = static_cast<BucketsCursor*>(base);
+    if (cursor->remote) {
+        // The path names the node holding the file: node/bucket.
+        const nlohmann::json& r = cursor->remote_rows[cursor->index];
+        static const char* const fields[] = {"bucket", nullptr, "depth", "lo", "hi", "records", "bytes", "checksum",
+                                             "last_commit_id", "mtime", "status", "error", "collections", "kv_records"};
+        if (column == kPath) {
+            result_text(ctx, r.value("node", std::string()) + "/" + r.value("bucket", std::string()));
+        } else if (column == kRoot) {
+            result_text(ctx, cursor->root);
+        } else if (column >= 0 && column < kRoot && fields[column]) {
+            result_json(ctx, r, fields[column]);
+        }
+        return SQLITE_OK;
+    }
     const BucketRow& row = cursor->row;
     switch (column) {
         case kBucket: result_text(ctx, row.id.name()); break;

@@ -11,6 +11,8 @@
 // recorded, and not listed.
 #include "vtab/collections_view.h"
 
+#include "vtab/cluster_collections.h"
+
 #include <cstring>
 #include <string>
 #include <vector>
@@ -112,8 +114,19 @@ int view_filter(sqlite3_vtab_cursor* base, int, const char*, int argc, sqlite3_v
         cursor->rows.clear();
         cursor->index = 0;
         cursor->root = root_argument(argc, argv, kName);
-        std::shared_ptr<store::Store> store = view->context->store_at(cursor->root);
-        for (const CatalogCollection& recorded : catalog_collections(*store)) {
+        std::vector<CatalogCollection> recorded_list;
+        if (ConnectionContext::is_cluster_url(cursor->root)) {
+            for (const store::Collection& c : cluster_collections(*view->context->cluster_at(cursor->root))) {
+                CatalogCollection entry;
+                entry.name = c.name;
+                entry.shard_key = c.shard_key();
+                entry.definition = c.definition;
+                recorded_list.push_back(entry);
+            }
+        } else {
+            recorded_list = catalog_collections(*view->context->store_at(cursor->root));
+        }
+        for (const CatalogCollection& recorded : recorded_list) {
             cursor->rows.push_back(describe(recorded, cursor->root));
         }
         return SQLITE_OK;

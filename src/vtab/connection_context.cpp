@@ -118,6 +118,35 @@ std::shared_ptr<store::Store> ConnectionContext::find(const std::string& root) {
     return it == stores_.end() ? nullptr : it->second.store.lock();
 }
 
+std::shared_ptr<cluster::ClusterClient> ConnectionContext::cluster_for(const ClusterArgs& args) {
+    auto found = clusters_.find(args.url);
+    if (found != clusters_.end()) {
+        const ClusterArgs& had = found->second.args;
+        if (had.token_file == args.token_file && had.timeout_ms == args.timeout_ms &&
+            had.connect_timeout_ms == args.connect_timeout_ms && had.retries == args.retries) {
+            return found->second.client;
+        }
+    }
+    cluster::ClusterSettings settings;
+    settings.seeds = cluster::parse_cluster_url(args.url);
+    settings.token = cluster::read_token_file(args.token_file);
+    settings.retries = args.retries;
+    settings.http.idle_timeout = std::chrono::milliseconds(args.timeout_ms);
+    settings.http.connect_timeout = std::chrono::milliseconds(args.connect_timeout_ms);
+    auto client = std::make_shared<cluster::ClusterClient>(std::move(settings));
+    clusters_[args.url] = {args, client};
+    return client;
+}
+
+std::shared_ptr<cluster::ClusterClient> ConnectionContext::cluster_at(const std::string& url) {
+    auto found = clusters_.find(url);
+    if (found == clusters_.end()) {
+        throw std::invalid_argument("no table of this connection uses cluster '" + url +
+                                    "': create one with cluster='" + url + "', token_file=... first (it brings the token)");
+    }
+    return found->second.client;
+}
+
 int result_code_of(const std::exception& e) {
     if (auto* sqlite_error = dynamic_cast<const sqlite::Error*>(&e)) return sqlite_error->primary_code();
     if (dynamic_cast<const store::BucketRetired*>(&e)) return SQLITE_BUSY;

@@ -17,7 +17,9 @@
 #include <string>
 #include <vector>
 
+#include "cluster/cluster_client.h"
 #include "store/store.h"
+#include "vtab/module_args.h"
 
 namespace aerials::vtab {
 
@@ -41,6 +43,15 @@ public:
     // The store in use or kept in this connection for `root`, or null.
     std::shared_ptr<store::Store> find(const std::string& root);
 
+    // For a cluster table: the client of this connection for args.url, made
+    // (and its token read) on first use or when the settings changed.
+    std::shared_ptr<cluster::ClusterClient> cluster_for(const ClusterArgs& args);
+    // For functions and views given a cluster URL where they take a root:
+    // the client a cluster table of this connection made. Throws naming the
+    // URL when there is none (the token comes with the table's token_file).
+    std::shared_ptr<cluster::ClusterClient> cluster_at(const std::string& url);
+    static bool is_cluster_url(const std::string& location) { return location.rfind("http://", 0) == 0; }
+
 private:
     struct Entry {
         std::weak_ptr<store::Store> store;
@@ -61,6 +72,11 @@ private:
 
     std::map<std::string, Entry> stores_;
     std::vector<std::shared_ptr<store::Store>> kept_;  // most recently used first
+    struct ClusterEntry {
+        ClusterArgs args;
+        std::shared_ptr<cluster::ClusterClient> client;
+    };
+    std::map<std::string, ClusterEntry> clusters_;  // by URL as written
 };
 
 // The SQLite result code for an exception caught at the boundary of SQLite's

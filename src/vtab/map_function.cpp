@@ -24,6 +24,7 @@
 
 #include "store/read_pool.h"
 #include "store/store.h"
+#include "vtab/cluster_collections.h"
 #include "vtab/module_args.h"
 
 namespace aerials::vtab {
@@ -47,6 +48,10 @@ struct MapCursor : sqlite3_vtab_cursor {
     store::RowBatch batch;
     size_t row = 0;
     bool eof = true;
+    // On a cluster (root is its URL): every node's rows, gathered at once
+    // (a map query's rows are its per-bucket aggregates).
+    bool remote = false;
+    MapResult remote_rows;
 
     void stop() {
         if (query) query->cancel();
@@ -88,8 +93,13 @@ int map_connect(sqlite3* db, void* aux, int argc, const char* const* argv, sqlit
             if (table->root.empty() || table->sql.empty()) {
                 throw std::invalid_argument("give root='...' and sql='SELECT ...'");
             }
-            auto store = context->store_at(table->root);
-            std::vector<std::string> names = store::check_read_only_query(table->sql, store->collections());
+            std::vector<std::string> names;
+            if (ConnectionContext::is_cluster_url(table->root)) {
+                names = store::check_read_only_query(table->sql, cluster_collections(*context->cluster_at(table->root)));
+            } else {
+                auto store = context->store_at(table->root);
+                names = store::check_read_only_query(table->sql, store->collections());
+            }
             table->columns = static_cast<int>(names.size());
             for (const std::string& name : names) schema += store::quote_identifier(name) + ", ";
         }
@@ -165,6 +175,10 @@ void start(MapCursor* cursor, const std::vector<store::BucketId>& buckets) {
 // read it (a retired batch carries no rows) is read again, as its children,
 // in a next round.
 void advance(MapCursor* cursor) {
+    if (cursor->remote) {
+        if (++cursor->row >= cursor->remote_rows.rows.size()) cursor->eof = true;
+        return;
+    }
     if (++cursor->row < cursor->batch.rows()) return;
     for (;;) {
         cursor->row = 0;
@@ -209,6 +223,16 @@ int map_filter(sqlite3_vtab_cursor* base, int, const char*, int argc, sqlite3_va
             cursor->root = table->root;
             cursor->sql = table->sql;
         }
+        cursor->remote = ConnectionContext::is_cluster_url(cursor->root);
+        if (cursor->remote) {
+            auto client = table->context->cluster_at(cursor->root);
+            // Refused here already when it writes, as locally; the nodes check again.
+            store::check_read_only_query(cursor->sql, cluster_collections(*client));
+            cursor->remote_rows = map_on_all_nodes(*client, cursor->sql);
+            cursor->row = 0;
+            cursor->eof = cursor->remote_rows.rows.empty();
+            return SQLITE_OK;
+        }
         cursor->store = table->context->store_at(cursor->root);
         store::check_read_only_query(cursor->sql, cursor->store->collections());
         cursor->eof = false;
@@ -245,6 +269,10 @@ int map_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) {
         sqlite3_result_text(ctx, cursor->root.c_str(), -1, SQLITE_TRANSIENT);
     } else if (column == table->columns + 1) {
         sqlite3_result_text(ctx, cursor->sql.c_str(), -1, SQLITE_TRANSIENT);
+    } else if (cursor->remote) {
+        const auto& row = cursor->remote_rows.rows[cursor->row];
+        if (static_cast<size_t>(column) < row.size()) row[static_cast<size_t>(column)].result(ctx);
+        else sqlite3_result_null(ctx);
     } else if (column < cursor->batch.columns) {
         cursor->batch.at(cursor->row, column).result(ctx);
     } else {

@@ -68,7 +68,8 @@ ModuleArgs parse_module_args(const std::vector<std::string>& args) {
             if (arg.empty()) throw std::invalid_argument("empty argument");
             static const char* const known[] = {"root", "shard_key", "max_records", "max_bytes", "max_open",
                                                 "busy_timeout", "deadlock_timeout", "initial_buckets", "synchronous", "workers",
-                                                "pending_timeout", "log_retention", "page_size"};
+                                                "pending_timeout", "log_retention", "page_size",
+                                                "cluster", "token_file", "timeout_ms", "connect_timeout_ms", "retries"};
             for (const char* option : known) {
                 if (arg == option) {
                     throw std::invalid_argument("argument '" + arg + "' is not of the form name=value");
@@ -84,6 +85,18 @@ ModuleArgs parse_module_args(const std::vector<std::string>& args) {
             if (value.empty()) throw std::invalid_argument("root is empty: give the store directory, e.g. root='data'");
             options.root = value;
             have_root = true;
+        } else if (name == "cluster") {
+            if (value.empty()) throw std::invalid_argument("cluster is empty: give a node, e.g. cluster='http://127.0.0.1:9080'");
+            parsed.cluster.url = value;
+        } else if (name == "token_file") {
+            if (value.empty()) throw std::invalid_argument("token_file is empty: name the file holding the cluster token");
+            parsed.cluster.token_file = value;
+        } else if (name == "timeout_ms") {
+            parsed.cluster.timeout_ms = static_cast<int>(parse_count(name, value, 1, 3600 * 1000));
+        } else if (name == "connect_timeout_ms") {
+            parsed.cluster.connect_timeout_ms = static_cast<int>(parse_count(name, value, 1, 3600 * 1000));
+        } else if (name == "retries") {
+            parsed.cluster.retries = static_cast<int>(parse_count(name, value, 0, 100));
         } else if (name == "max_records") {
             options.limits.max_records = parse_count(name, value, 1, int64_t{1} << 40);
             options.limits_given = true;
@@ -121,10 +134,21 @@ ModuleArgs parse_module_args(const std::vector<std::string>& args) {
         } else {
             throw std::invalid_argument("unknown argument '" + name +
                                         "' (known: root, shard_key, max_records, max_bytes, max_open, busy_timeout, "
-                                        "deadlock_timeout, pending_timeout, log_retention, initial_buckets, synchronous, workers, page_size)");
+                                        "deadlock_timeout, pending_timeout, log_retention, initial_buckets, synchronous, workers, page_size, "
+                                        "cluster, token_file, timeout_ms, connect_timeout_ms, retries)");
         }
     }
-    if (!have_root) throw std::invalid_argument("missing argument root: e.g. USING aerials(root='data')");
+    if (!parsed.cluster.url.empty()) {
+        if (have_root) throw std::invalid_argument("give root (a local store) or cluster (aerialsd nodes), not both");
+        if (parsed.cluster.token_file.empty()) {
+            throw std::invalid_argument("cluster needs token_file: the file holding the cluster token");
+        }
+        return parsed;
+    }
+    if (!parsed.cluster.token_file.empty()) throw std::invalid_argument("token_file is only for cluster=...");
+    if (!have_root) {
+        throw std::invalid_argument("missing argument root: e.g. USING aerials(root='data') (or cluster='http://host:port')");
+    }
     return parsed;
 }
 

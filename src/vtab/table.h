@@ -10,6 +10,7 @@
 #include "sqlite/api.h"
 #include "store/collection.h"
 #include "store/store.h"
+#include "vtab/cluster_writes.h"
 #include "vtab/connection_context.h"
 #include "vtab/query_plan.h"
 
@@ -18,7 +19,9 @@ namespace aerials::vtab {
 struct Table : sqlite3_vtab {
     sqlite3* db = nullptr;
     std::shared_ptr<ConnectionContext> context;
-    std::shared_ptr<store::Store> store;
+    std::shared_ptr<store::Store> store;             // a local store (root=), or
+    std::shared_ptr<cluster::ClusterClient> cluster;  // aerialsd nodes (cluster=)
+    ClusterWrites cluster_writes;                     // cluster: writes not yet sent
     store::Collection collection;
     std::string name;                     // the virtual table's name, for messages
     sqlite3_value* empty_text = nullptr;  // '' as a value, for an omitted subkey

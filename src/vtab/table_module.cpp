@@ -24,6 +24,8 @@
 #include <vector>
 
 #include "store/key_hash.h"
+#include "vtab/cluster_collections.h"
+#include "vtab/cluster_scan.h"
 #include "vtab/module_args.h"
 #include "vtab/table.h"
 #include "vtab/value_order.h"
@@ -118,8 +120,15 @@ int connect_common(sqlite3* db, void* aux, int argc, const char* const* argv, sq
         // database file of unknown origin).
         sqlite3_vtab_config(db, SQLITE_VTAB_DIRECTONLY);
         sqlite3_vtab_config(db, SQLITE_VTAB_CONSTRAINT_SUPPORT, 1);
-        table->store = context->store_for(parsed.store);
-        if (!table->collection.key_value) table->store->register_collection(table->collection);
+        if (!parsed.cluster.url.empty()) {
+            // The nodes record (or check) the definition, as a local store's
+            // catalog does.
+            table->cluster = context->cluster_for(parsed.cluster);
+            define_on_all_nodes(*table->cluster, table->collection);
+        } else {
+            table->store = context->store_for(parsed.store);
+            if (!table->collection.key_value) table->store->register_collection(table->collection);
+        }
         table->empty_text = make_empty_text(db);
         *out = table.release();
         return SQLITE_OK;
@@ -153,7 +162,10 @@ int table_disconnect(sqlite3_vtab* vtab) {
 int table_best_index(sqlite3_vtab* vtab, sqlite3_index_info* info) {
     auto* table = static_cast<Table*>(vtab);
     return guarded(vtab, [&] {
-        QueryPlan plan = make_plan(info, table->collection, table->pk_column(), table->store->buckets().size());
+        // A cluster's bucket count is not known here; a full scan costs about
+        // as much as one over a large local store.
+        size_t buckets = table->store ? table->store->buckets().size() : 1024;
+        QueryPlan plan = make_plan(info, table->collection, table->pk_column(), buckets);
         if (table->collection.key_value && plan.route == QueryPlan::Route::kShardEq) {
             for (const PushedTerm& t : plan.terms) {
                 if (t.column == 1 && t.op == SQLITE_INDEX_CONSTRAINT_EQ) info->idxFlags |= SQLITE_INDEX_SCAN_UNIQUE;
@@ -225,6 +237,9 @@ struct Cursor : sqlite3_vtab_cursor {
     bool eof = true;
     bool registered_scan = false;           // counted in Store::scan_started()
 
+    // A cluster table's query (all other members are for local stores).
+    std::unique_ptr<ClusterScan> remote;
+
     // Parallel and merged reads.
     std::shared_ptr<store::ParallelQuery> query;
     size_t window = 1;                      // parallel: targets read at once
@@ -239,6 +254,11 @@ struct Cursor : sqlite3_vtab_cursor {
 
     // Marks the cursor finished: the workers stop, its files go back to the LRU.
     void finish() {
+        remote.reset();
+        if (!table()->store) {
+            eof = true;
+            return;
+        }
         stop_workers();
         streams.clear();
         heap.clear();
@@ -599,6 +619,19 @@ int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, 
         }
         cursor->plan = &table->plans[static_cast<size_t>(plan_id)];
         const QueryPlan& plan = *cursor->plan;
+        if (table->cluster) {
+            if (!table->cluster_writes.empty()) {
+                throw std::invalid_argument("table " + table->name +
+                                            " is read after being written in the same transaction (or statement): a "
+                                            "cluster table sends its writes at COMMIT, so it cannot read them before "
+                                            "(transactions across nodes come with replication)");
+            }
+            prepare_interrupt_probe(table);
+            cursor->remote = std::make_unique<ClusterScan>(*table->cluster, table->collection, plan, argv, argc,
+                                                           [table] { return user_interrupted(table); });
+            cursor->eof = cursor->remote->eof();
+            return SQLITE_OK;
+        }
         for (int i = 0; i < argc; ++i) {
             cursor->args.push_back(i == plan.route_arg && plan.route == QueryPlan::Route::kShardIn
                                        ? nullptr
@@ -653,6 +686,11 @@ int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, 
 int table_next(sqlite3_vtab_cursor* base) {
     auto* cursor = static_cast<Cursor*>(base);
     return guarded(base->pVtab, [&] {
+        if (cursor->remote) {
+            cursor->remote->next();
+            cursor->eof = cursor->remote->eof();
+            return SQLITE_OK;
+        }
         advance(cursor);
         return SQLITE_OK;
     });
@@ -665,6 +703,10 @@ int table_eof(sqlite3_vtab_cursor* base) { return static_cast<Cursor*>(base)->eo
 int table_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) {
     auto* cursor = static_cast<Cursor*>(base);
     const Table* table = cursor->table();
+    if (cursor->remote) {
+        cursor->remote->column(column).result(ctx);
+        return SQLITE_OK;
+    }
     if (column == table->pk_column()) {
         try {
             const store::Collection& c = table->collection;
@@ -696,8 +738,17 @@ store::Store& store_of(sqlite3_vtab* vtab) { return *static_cast<Table*>(vtab)->
 // transaction (an UPDATE's own scan, above all) fails with SQLITE_BUSY when
 // another process committed there in between, instead of overwriting that
 // commit with values computed from the older state.
+Table* cluster_table(sqlite3_vtab* vtab) {
+    auto* table = static_cast<Table*>(vtab);
+    return table->cluster ? table : nullptr;
+}
+
 int table_begin(sqlite3_vtab* vtab) {
     return guarded(vtab, [&] {
+        if (Table* t = cluster_table(vtab)) {
+            t->cluster_writes.clear();
+            return SQLITE_OK;
+        }
         store_of(vtab).begin_transaction();
         return SQLITE_OK;
     });
@@ -705,6 +756,10 @@ int table_begin(sqlite3_vtab* vtab) {
 
 int table_sync(sqlite3_vtab* vtab) {
     return guarded(vtab, [&] {
+        if (Table* t = cluster_table(vtab)) {
+            t->cluster_writes.flush(*t->cluster, t->collection, t->name);
+            return SQLITE_OK;
+        }
         store_of(vtab).commit_point();
         return SQLITE_OK;
     });
@@ -712,6 +767,10 @@ int table_sync(sqlite3_vtab* vtab) {
 
 int table_commit(sqlite3_vtab* vtab) {
     return guarded(vtab, [&] {
+        if (Table* t = cluster_table(vtab)) {
+            t->cluster_writes.flush(*t->cluster, t->collection, t->name);  // no-op unless xSync was skipped
+            return SQLITE_OK;
+        }
         store_of(vtab).commit_all();  // no-op unless xSync was skipped
         store_of(vtab).split_pending();
         return SQLITE_OK;
@@ -720,6 +779,10 @@ int table_commit(sqlite3_vtab* vtab) {
 
 int table_rollback(sqlite3_vtab* vtab) {
     return guarded(vtab, [&] {
+        if (Table* t = cluster_table(vtab)) {
+            t->cluster_writes.clear();
+            return SQLITE_OK;
+        }
         store_of(vtab).rollback_all();
         return SQLITE_OK;
     });
@@ -727,6 +790,10 @@ int table_rollback(sqlite3_vtab* vtab) {
 
 int table_savepoint(sqlite3_vtab* vtab, int index) {
     return guarded(vtab, [&] {
+        if (Table* t = cluster_table(vtab)) {
+            t->cluster_writes.savepoint(index);
+            return SQLITE_OK;
+        }
         store_of(vtab).savepoint(index);
         return SQLITE_OK;
     });
@@ -734,6 +801,7 @@ int table_savepoint(sqlite3_vtab* vtab, int index) {
 
 int table_release(sqlite3_vtab* vtab, int index) {
     return guarded(vtab, [&] {
+        if (cluster_table(vtab)) return SQLITE_OK;
         store_of(vtab).release(index);
         return SQLITE_OK;
     });
@@ -741,6 +809,10 @@ int table_release(sqlite3_vtab* vtab, int index) {
 
 int table_rollback_to(sqlite3_vtab* vtab, int index) {
     return guarded(vtab, [&] {
+        if (Table* t = cluster_table(vtab)) {
+            t->cluster_writes.rollback_to(index);
+            return SQLITE_OK;
+        }
         store_of(vtab).rollback_to(index);
         return SQLITE_OK;
     });

@@ -248,6 +248,13 @@ int row_write(Table* table, int argc, sqlite3_value** argv) {
 int table_update(sqlite3_vtab* vtab, int argc, sqlite3_value** argv, sqlite3_int64*) {
     auto* table = static_cast<Table*>(vtab);
     return guarded(vtab, [&]() -> int {
+        if (table->cluster) {
+            std::string error;
+            int rc = table->cluster_writes.add(*table->cluster, table->collection, table->name, table->db,
+                                               table->empty_text, argc, argv, error);
+            if (rc != SQLITE_OK) set_error(table, error);
+            return rc;
+        }
         return table->collection.key_value ? kv_write(table, argc, argv) : row_write(table, argc, argv);
     });
 }

@@ -37,39 +37,60 @@ int compare_bytes(const void* a, int na, const void* b, int nb) {
 
 }  // namespace
 
-int compare_values(sqlite3_value* a, sqlite3_value* b) {
-    int ta = sqlite3_value_type(a), tb = sqlite3_value_type(b);
-    int ca = type_class(ta), cb = type_class(tb);
+namespace {
+
+// What the comparison needs of a value, from either representation.
+struct ValueView {
+    int type = SQLITE_NULL;
+    sqlite3_int64 integer = 0;
+    double real = 0;
+    const void* bytes = nullptr;
+    int size = 0;
+};
+
+ValueView view_of(sqlite3_value* v) {
+    ValueView out;
+    out.type = sqlite3_value_type(v);
+    switch (out.type) {
+        case SQLITE_INTEGER: out.integer = sqlite3_value_int64(v); break;
+        case SQLITE_FLOAT: out.real = sqlite3_value_double(v); break;
+        case SQLITE_TEXT: out.bytes = sqlite3_value_text(v); out.size = sqlite3_value_bytes(v); break;
+        case SQLITE_BLOB: out.bytes = sqlite3_value_blob(v); out.size = sqlite3_value_bytes(v); break;
+        default: break;
+    }
+    return out;
+}
+
+ValueView view_of(const store::OwnedValue& v) {
+    ValueView out;
+    out.type = v.type;
+    out.integer = v.integer;
+    out.real = v.real;
+    out.bytes = v.bytes.data();
+    out.size = static_cast<int>(v.bytes.size());
+    return out;
+}
+
+int compare_views(const ValueView& a, const ValueView& b) {
+    int ca = type_class(a.type), cb = type_class(b.type);
     if (ca != cb) return ca - cb;
     switch (ca) {
         case 0:
             return 0;
         case 1:
-            if (ta == SQLITE_INTEGER && tb == SQLITE_INTEGER) {
-                sqlite3_int64 x = sqlite3_value_int64(a), y = sqlite3_value_int64(b);
-                return x < y ? -1 : (x > y ? 1 : 0);
-            }
-            if (ta == SQLITE_INTEGER) return compare_int_real(sqlite3_value_int64(a), sqlite3_value_double(b));
-            if (tb == SQLITE_INTEGER) return -compare_int_real(sqlite3_value_int64(b), sqlite3_value_double(a));
-            {
-                double x = sqlite3_value_double(a), y = sqlite3_value_double(b);
-                return x < y ? -1 : (x > y ? 1 : 0);
-            }
-        case 2: {
-            const unsigned char* x = sqlite3_value_text(a);
-            int nx = sqlite3_value_bytes(a);
-            const unsigned char* y = sqlite3_value_text(b);
-            int ny = sqlite3_value_bytes(b);
-            return compare_bytes(x, nx, y, ny);
-        }
-        default: {
-            const void* x = sqlite3_value_blob(a);
-            int nx = sqlite3_value_bytes(a);
-            const void* y = sqlite3_value_blob(b);
-            int ny = sqlite3_value_bytes(b);
-            return compare_bytes(x, nx, y, ny);
-        }
+            if (a.type == SQLITE_INTEGER && b.type == SQLITE_INTEGER) return a.integer < b.integer ? -1 : (a.integer > b.integer ? 1 : 0);
+            if (a.type == SQLITE_INTEGER) return compare_int_real(a.integer, b.real);
+            if (b.type == SQLITE_INTEGER) return -compare_int_real(b.integer, a.real);
+            return a.real < b.real ? -1 : (a.real > b.real ? 1 : 0);
+        default:
+            return compare_bytes(a.bytes, a.size, b.bytes, b.size);
     }
 }
+
+}  // namespace
+
+int compare_values(sqlite3_value* a, sqlite3_value* b) { return compare_views(view_of(a), view_of(b)); }
+
+int compare_values(const store::OwnedValue& a, const store::OwnedValue& b) { return compare_views(view_of(a), view_of(b)); }
 
 }  // namespace aerials::vtab
