@@ -139,7 +139,7 @@ void ClusterWrites::flush(cluster::ClusterClient& client, const store::Collectio
     }
     if (failure.empty()) return;
     // The nodes' messages name their own table, which has the collection's name.
-    std::string own = (c.key_value ? std::string("kv") : c.name) + ".";
+    std::string own = (c.key_value ? std::string("aerials_kv") : c.name) + ".";
     for (size_t at = failure.find(own); at != std::string::npos; at = failure.find(own, at + table_name.size() + 1)) {
         failure.replace(at, own.size(), table_name + ".");
     }
