@@ -778,6 +778,52 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(seed.cluster_map()["epoch"], 1)
         self.assertEqual(seed.call("/v1/kv/get", {"key": 7}).msgpack(), {"found": True, "value": 7})
 
+    def test_stream_stops_when_the_client_goes_away(self):
+        import json
+        import socket
+        import time
+        n = self.node("streamer").start()
+        n.wait_ready()
+        r = n.request("POST", "/v1/collections", json.dumps(
+            {"name": "big", "shard_key": "g", "definition": ["g INTEGER", "seq INTEGER", "payload BLOB"]}), "application/json")
+        self.assertEqual(r.status, 200, r)
+        # 20 MB of rows: more than the kernel's socket buffers hold, so the
+        # node must still be writing when the client leaves.
+        payload = b"x" * 2000
+        for part in range(4):
+            rows = [[i % 4, part * 2500 + i, payload] for i in range(2500)]
+            r = n.call("/v1/rows/insert", {"collection": "big", "columns": ["g", "seq", "payload"], "rows": rows})
+            self.assertEqual(r.status, 200, r)
+        body = packb({"collection": "big", "stream": True})
+        conn = socket.socket()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.settimeout(20)
+        conn.connect(("127.0.0.1", n.port))
+        try:
+            head = ("POST /v1/scan HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nX-Aerials-Epoch: %d\r\n"
+                    "X-Trace-Id: gone-away\r\nContent-Type: application/msgpack\r\nContent-Length: %d\r\n\r\n"
+                    % (TOKEN, n.cluster_map()["epoch"], len(body)))
+            conn.sendall(head.encode() + body)
+            self.assertTrue(conn.recv(4096).startswith(b"HTTP/1.1 200"))
+        finally:
+            conn.close()
+        deadline = time.time() + 15
+        lines = []
+        while not lines and time.time() < deadline:
+            lines = [l for l in n.log_lines() if l.get("trace_id") == "gone-away"]
+            time.sleep(0.05)
+        self.assertEqual(len(lines), 1, n.log_text()[-2000:])
+        self.assertFalse(lines[0]["stream"]["complete"])
+        self.assertLess(lines[0]["stream"]["rows"], 10000)
+        self.assertIn("client went away", lines[0]["error"])
+        self.assertIn('aerialsd_errors_total{endpoint="/v1/scan"} 1', n.request("GET", "/metrics").body.decode())
+        # The node serves on, a whole stream too.
+        r = n.call("/v1/scan", {"collection": "big", "stream": True, "columns": ["seq"]})
+        _, rows, last = streamed_scan(read_frames(r.body))
+        self.assertEqual(last, {"end": True, "rows": 10000})
+        self.assertEqual(sorted(row[0] for row in rows), list(range(10000)))
+        self.assertEqual(n.stop(signal.SIGTERM), 0)
+
     def test_help_and_bad_options(self):
         import subprocess
         from aerialsd_testlib import AERIALSD
