@@ -779,9 +779,7 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(seed.call("/v1/kv/get", {"key": 7}).msgpack(), {"found": True, "value": 7})
 
     def test_stream_stops_when_the_client_goes_away(self):
-        import json
         import socket
-        import time
         n = self.node("streamer").start()
         n.wait_ready()
         r = n.request("POST", "/v1/collections", json.dumps(
@@ -823,6 +821,41 @@ class Lifecycle(unittest.TestCase):
         self.assertEqual(last, {"end": True, "rows": 10000})
         self.assertEqual(sorted(row[0] for row in rows), list(range(10000)))
         self.assertEqual(n.stop(signal.SIGTERM), 0)
+
+    def test_stream_ends_with_an_error_frame_when_a_bucket_fails(self):
+        n = self.node("failing").start()
+        n.wait_ready()
+        r = n.call("/v1/kv/batch", {"ops": [{"op": "put", "key": "k%05d" % i, "value": "v" * 50} for i in range(3000)]})
+        self.assertEqual(r.status, 200, r)
+        # The bucket that a full scan reads last (highest hash range) goes
+        # missing while the node is down: the rows of the others go out first.
+        victim = max(n.request("GET", "/v1/buckets").json()["buckets"], key=lambda b: b["lo"])
+        self.assertGreater(victim["records"], 0)
+        self.assertEqual(n.stop(signal.SIGTERM), 0)
+        b = victim["bucket"]
+        path = os.path.join(n.root, b[0:2], b[2:4], b[4:] + ".sq3")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        n.start()
+        n.wait_ready()
+        r = n.call("/v1/scan", {"stream": True, "columns": ["key"]}, headers={"X-Trace-Id": "failing-stream"})
+        self.assertEqual(r.status, 200, r)
+        _, rows, last = streamed_scan(read_frames(r.body))
+        self.assertEqual(last["error"], "internal", last)
+        self.assertIn("missing", last["message"])
+        self.assertIn(path, last["message"])
+        self.assertTrue(0 < len(rows) < 3000 - victim["records"] + 1, len(rows))
+        self.assertEqual(len({row[0] for row in rows}), len(rows))
+        deadline = time.time() + 10
+        lines = []
+        while not lines and time.time() < deadline:
+            lines = [l for l in n.log_lines() if l.get("trace_id") == "failing-stream"]
+            time.sleep(0.02)
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(lines[0]["stream"]["rows"], len(rows))
+        self.assertIn("missing", lines[0]["error"])
+        self.assertIn('aerialsd_errors_total{endpoint="/v1/scan"} 1', n.request("GET", "/metrics").body.decode())
 
     def test_help_and_bad_options(self):
         import subprocess
