@@ -3,10 +3,15 @@
 #include <charconv>
 #include <chrono>
 #include <functional>
+#include <optional>
 
 #include "cluster/slots.h"
 #include "cluster/wire_values.h"
 #include "server/auth.h"
+#include "server/errors.h"
+#include "server/request_sql.h"
+#include "server/row_batch.h"
+#include "server/scan_stream.h"
 #include "store/collection.h"
 
 namespace aerials::server {
@@ -15,21 +20,13 @@ namespace {
 using cluster::WireError;
 using nlohmann::json;
 
-// An answer other than 200, with its error code and extra fields (the map).
-class HttpError : public std::runtime_error {
-public:
-    HttpError(int status, std::string code, const std::string& message, json extra = json::object())
-        : std::runtime_error(message), status(status), code(std::move(code)), extra(std::move(extra)) {}
-    int status;
-    std::string code;
-    json extra;
-};
-
 // Per request, on the worker thread that serves it (httplib runs a request
 // on one thread from routing to logging).
 thread_local std::chrono::steady_clock::time_point t_start;
 thread_local std::string t_trace;
 thread_local bool t_timed = false;
+// Set while the answer is a stream (its body is not in the Response).
+thread_local std::optional<StreamOutcome> t_stream;
 
 const char* kMsgpack = "application/msgpack";
 const char* kJson = "application/json";
@@ -38,7 +35,7 @@ std::string endpoint_of(const std::string& path) {
     static const char* const known[] = {"/health/live",  "/health/ready", "/metrics",        "/v1/cluster/map",
                                         "/v1/cluster/join", "/v1/kv/get",  "/v1/kv/put",      "/v1/kv/delete",
                                         "/v1/kv/batch",  "/v1/scan",      "/v1/map",         "/v1/rows/insert",
-                                        "/v1/collections", "/v1/buckets"};
+                                        "/v1/rows/batch", "/v1/collections", "/v1/buckets"};
     for (const char* k : known) {
         if (path == k) return k;
     }
@@ -108,6 +105,7 @@ private:
     void scan(const httplib::Request&, httplib::Response&);
     void map_query(const httplib::Request&, httplib::Response&);
     void rows_insert(const httplib::Request&, httplib::Response&);
+    void rows_batch(const httplib::Request&, httplib::Response&);
     void join(const httplib::Request&, httplib::Response&);
 
     httplib::Server& server_;
@@ -118,25 +116,9 @@ Api::Handler Api::guarded(Handler h) {
     return [h = std::move(h)](const httplib::Request& req, httplib::Response& res) {
         try {
             h(req, res);
-        } catch (const HttpError& e) {
-            send_error(res, e.status, e.code, e.what(), e.extra);
-        } catch (const WireError& e) {
-            send_error(res, 400, "bad_request", e.what());
-        } catch (const UnknownCollection& e) {
-            send_error(res, 404, "not_found", e.what());
-        } catch (const JoinRefused& e) {
-            send_error(res, 409, "join_refused", e.what());
-        } catch (const sqlite::Error& e) {
-            switch (e.primary_code()) {
-                case SQLITE_CONSTRAINT: send_error(res, 409, "constraint", e.what()); break;
-                case SQLITE_BUSY:
-                case SQLITE_LOCKED: send_error(res, 503, "busy", e.what()); break;
-                default: send_error(res, 500, "internal", e.what()); break;
-            }
-        } catch (const std::invalid_argument& e) {
-            send_error(res, 400, "bad_request", e.what());
-        } catch (const std::exception& e) {
-            send_error(res, 500, "internal", e.what());
+        } catch (...) {
+            ErrorAnswer e = error_answer(std::current_exception());
+            send_error(res, e.status, e.code, e.message, e.extra);
         }
     };
 }
@@ -234,12 +216,17 @@ KvKey kv_key(const json& request, const std::string& where) {
     return k;
 }
 
-const char* put_sql(const json& request) {
+// A put in `mode`: "replace" (the default) overwrites, "insert" fails on an
+// existing record, "ignore" leaves it and writes nothing.
+int64_t kv_put(Session& s, const json& request, const KvKey& k, const store::OwnedValue& value, const std::string& where) {
+    static const std::string insert = "INSERT INTO temp.aerials_kv(key, subkey, value) VALUES (?1, ?2, ?3)";
+    static const std::string replace = "INSERT OR REPLACE INTO temp.aerials_kv(key, subkey, value) VALUES (?1, ?2, ?3)";
     const json* mode = cluster::optional_field(request, "mode");
     std::string m = mode ? (mode->is_string() ? mode->get<std::string>() : "?") : "replace";
-    if (m == "replace") return "INSERT OR REPLACE INTO temp.aerials_kv(key, subkey, value) VALUES (?1, ?2, ?3)";
-    if (m == "insert") return "INSERT INTO temp.aerials_kv(key, subkey, value) VALUES (?1, ?2, ?3)";
-    throw WireError("mode must be \"replace\" or \"insert\"");
+    if (m == "replace") return s.run(replace, {k.key, k.subkey, value});
+    if (m == "insert") return s.run(insert, {k.key, k.subkey, value});
+    if (m == "ignore") return s.run_or_ignore(insert, {k.key, k.subkey, value});  // 0 when the record exists
+    throw WireError(where + "mode must be \"replace\", \"insert\" or \"ignore\"");
 }
 
 json kv_op(Session& s, const std::string& op, const json& request, const KvKey& k, const std::string& where) {
@@ -252,7 +239,7 @@ json kv_op(Session& s, const std::string& op, const json& request, const KvKey& 
         const json* value = cluster::optional_field(request, "value");
         if (!value) throw WireError(where + "missing field 'value'");
         store::OwnedValue v = cluster::value_from_wire(*value, where + "value");
-        return {{"written", s.run(put_sql(request), {k.key, k.subkey, v})}};
+        return {{"written", kv_put(s, request, k, v, where)}};
     }
     if (op == "delete") {
         return {{"deleted", s.run("DELETE FROM temp.aerials_kv WHERE key = ?1 AND subkey = ?2", {k.key, k.subkey})}};
@@ -299,91 +286,30 @@ void Api::kv_batch(const httplib::Request& req, httplib::Response& res) {
 
 // --- scans, map-reduce, rows ---------------------------------------------------
 
-store::OwnedValue integer_value(int64_t v) {
-    store::OwnedValue value;
-    value.type = SQLITE_INTEGER;
-    value.integer = v;
-    return value;
-}
-
-std::string quoted_column(const ColumnInfo& info, const json& name, const std::string& collection) {
-    if (!name.is_string()) throw WireError("a column name must be a string");
-    std::string n = cluster::checked_name(name.get<std::string>(), "column");
-    for (const std::string& c : info.names) {
-        if (sqlite3_stricmp(c.c_str(), n.c_str()) == 0) return store::quote_identifier(c);
-    }
-    std::string known;
-    for (const std::string& c : info.names) known += (known.empty() ? "" : ", ") + c;
-    throw WireError("collection '" + (collection.empty() ? std::string("kv") : collection) + "' has no column '" + n +
-                    "' (columns: " + known + ")");
-}
-
 void Api::scan(const httplib::Request& req, httplib::Response& res) {
     check_epoch(req, res);
     json request = decode_msgpack(req);
-    std::string collection;
-    if (const json* c = cluster::optional_field(request, "collection"); c && !c->is_null()) {
-        collection = cluster::string_field(request, "collection");
-        if (collection == "kv") collection.clear();
-    }
+    const json* stream = cluster::optional_field(request, "stream");
+    if (stream && !stream->is_null() && !stream->is_boolean()) throw WireError("field 'stream' must be a boolean");
+    std::string collection = collection_field(request);
     auto s = node_.store.session();
-    const ColumnInfo& info = s->columns_of(collection);
-    std::string sql = "SELECT ";
-    const json* columns = cluster::optional_field(request, "columns");
-    if (columns && !columns->is_null()) {
-        if (!columns->is_array() || columns->empty()) throw WireError("field 'columns' must be a non-empty array of names");
-        for (size_t i = 0; i < columns->size(); ++i) sql += (i ? ", " : "") + quoted_column(info, (*columns)[i], collection);
-    } else {
-        for (size_t i = 0; i < info.names.size(); ++i) sql += (i ? ", " : "") + store::quote_identifier(info.names[i]);
+    BoundSql scan = scan_sql(*s, collection, request);
+    if (!stream || !stream->is_boolean() || !stream->get<bool>()) {
+        send_msgpack(res, s->query(scan.sql, scan.params));
+        return;
     }
-    sql += " FROM " + s->table_for(collection);
-    std::vector<store::OwnedValue> params;
-    if (const json* where = cluster::optional_field(request, "where"); where && !where->is_null()) {
-        if (!where->is_array()) throw WireError("field 'where' must be an array of {column, op, value}");
-        static const std::map<std::string, std::string> ops{{"=", "="},       {"!=", "!="},     {"<", "<"},
-                                                            {"<=", "<="},     {">", ">"},       {">=", ">="},
-                                                            {"LIKE", "LIKE"}, {"GLOB", "GLOB"}, {"IS", "IS"},
-                                                            {"ISNOT", "IS NOT"}};
-        for (size_t i = 0; i < where->size(); ++i) {
-            const json& term = (*where)[i];
-            std::string at = "where[" + std::to_string(i) + "]";
-            if (!term.is_object()) throw WireError(at + " must be a map {column, op, value}");
-            std::string column = quoted_column(info, term.contains("column") ? term["column"] : json(), collection);
-            std::string op = cluster::string_field(term, "op");
-            sql += i ? " AND " : " WHERE ";
-            if (op == "ISNULL" || op == "NOTNULL") {
-                sql += column + (op == "ISNULL" ? " IS NULL" : " IS NOT NULL");
-                continue;
-            }
-            auto found = ops.find(op);
-            if (found == ops.end()) throw WireError(at + ": unknown op '" + op.substr(0, 20) + "'");
-            const json* value = cluster::optional_field(term, "value");
-            if (!value) throw WireError(at + ": missing field 'value'");
-            params.push_back(cluster::value_from_wire(*value, at + ".value"));
-            sql += column + " " + found->second + " ?" + std::to_string(params.size());
-        }
-    }
-    if (const json* order = cluster::optional_field(request, "order_by"); order && !order->is_null()) {
-        if (!order->is_array()) throw WireError("field 'order_by' must be an array of {column, desc}");
-        for (size_t i = 0; i < order->size(); ++i) {
-            const json& term = (*order)[i];
-            if (!term.is_object()) throw WireError("order_by[" + std::to_string(i) + "] must be a map {column, desc}");
-            const json* desc = cluster::optional_field(term, "desc");
-            if (desc && !desc->is_boolean()) throw WireError("order_by[" + std::to_string(i) + "].desc must be a boolean");
-            sql += (i ? ", " : " ORDER BY ") + quoted_column(info, term.contains("column") ? term["column"] : json(), collection) +
-                   (desc && desc->get<bool>() ? " DESC" : "");
-        }
-    }
-    int64_t limit = cluster::integer_field(request, "limit", -1);
-    int64_t offset = cluster::integer_field(request, "offset", 0);
-    if (offset < 0) throw WireError("offset must not be negative");
-    if (limit >= 0 || offset > 0) {
-        params.push_back(integer_value(limit));
-        sql += " LIMIT ?" + std::to_string(params.size());
-        params.push_back(integer_value(offset));
-        sql += " OFFSET ?" + std::to_string(params.size());
-    }
-    send_msgpack(res, s->query(sql, params));
+    sqlite::Statement stmt = s->database().prepare(scan.sql);
+    for (size_t i = 0; i < scan.params.size(); ++i) cluster::bind_value(stmt.get(), static_cast<int>(i + 1), scan.params[i]);
+    // The provider owns the session and the statement from here on: they
+    // live until the last frame is written or the client went away.
+    auto frames = std::make_shared<ScanStream>(std::move(s), std::move(stmt));
+    t_stream.emplace();
+    res.status = 200;
+    res.set_chunked_content_provider(kFramesContentType, [frames](size_t, httplib::DataSink& sink) {
+        bool ok = frames->pump(sink);
+        t_stream = frames->outcome();  // the provider runs on the request's thread, before the logger
+        return ok;
+    });
 }
 
 void Api::map_query(const httplib::Request& req, httplib::Response& res) {
@@ -461,25 +387,16 @@ void Api::rows_insert(const httplib::Request& req, httplib::Response& res) {
     const ColumnInfo& info = s->columns_of(collection);
     const json* columns = cluster::optional_field(request, "columns");
     const json* rows = cluster::optional_field(request, "rows");
-    if (!columns || !columns->is_array() || columns->empty()) throw WireError("field 'columns' must be a non-empty array");
+    if (!columns) throw WireError("field 'columns' must be a non-empty array");
     if (!rows || !rows->is_array()) throw WireError("field 'rows' must be an array of rows");
-    std::string list, params;
+    const json* mode = cluster::optional_field(request, "mode");
     int shard_at = -1;
-    for (size_t i = 0; i < columns->size(); ++i) {
-        std::string q = quoted_column(info, (*columns)[i], collection);
-        if (q == store::quote_identifier(info.names[static_cast<size_t>(info.shard_column)])) shard_at = static_cast<int>(i);
-        list += (i ? ", " : "") + q;
-        params += (i ? ", ?" : "?") + std::to_string(i + 1);
-    }
+    std::string sql = insert_sql(*s, collection, *columns, mode && mode->is_string() ? mode->get<std::string>() : "insert",
+                                 &shard_at);
     if (shard_at < 0) {
         throw WireError("the shard key column '" + info.names[static_cast<size_t>(info.shard_column)] +
                         "' must be among the columns (it decides where each row lives)");
     }
-    const json* mode = cluster::optional_field(request, "mode");
-    std::string m = mode && mode->is_string() ? mode->get<std::string>() : "insert";
-    std::string verb = m == "insert" ? "INSERT" : m == "replace" ? "INSERT OR REPLACE" : m == "ignore" ? "INSERT OR IGNORE" : "";
-    if (verb.empty()) throw WireError("mode must be \"insert\", \"replace\" or \"ignore\"");
-    std::string sql = verb + " INTO " + s->table_for(collection) + "(" + list + ") VALUES (" + params + ")";
     cluster::ClusterMap map = *node_.cluster.map();
     std::vector<std::vector<store::OwnedValue>> values;
     for (size_t r = 0; r < rows->size(); ++r) {
@@ -498,6 +415,19 @@ void Api::rows_insert(const httplib::Request& req, httplib::Response& res) {
     for (const auto& v : values) inserted += s->run(sql, v);
     s->database().exec("COMMIT");
     send_msgpack(res, {{"inserted", inserted}});
+}
+
+void Api::rows_batch(const httplib::Request& req, httplib::Response& res) {
+    check_epoch(req, res);
+    json request = decode_msgpack(req);
+    std::string collection = collection_field(request);
+    const json* ops = cluster::optional_field(request, "ops");
+    if (!ops || !ops->is_array()) throw WireError("field 'ops' must be an array of operations");
+    cluster::ClusterMap map = *node_.cluster.map();
+    auto s = node_.store.session();
+    std::vector<PlannedOp> planned = plan_row_batch(
+        *s, collection, *ops, [&](store::Hash hash, const std::string& what) { require_owned(map, hash, what); });
+    send_msgpack(res, {{"results", run_row_batch(*s, planned)}});
 }
 
 // --- cluster -----------------------------------------------------------------
@@ -533,6 +463,7 @@ void Api::install() {
     server_.set_pre_routing_handler([&node](const httplib::Request& req, httplib::Response& res) {
         t_start = std::chrono::steady_clock::now();
         t_timed = true;
+        t_stream.reset();
         std::string given = req.get_header_value("X-Trace-Id");
         t_trace = valid_trace_id(given) ? given : random_hex(16);
         res.set_header("X-Trace-Id", t_trace);
@@ -571,10 +502,13 @@ void Api::install() {
         }
         return httplib::Server::HandlerResponse::Handled;
     }));
+    // A streamed answer is logged once its last frame is written (httplib
+    // calls the logger after the content provider finished).
     server_.set_logger([&node](const httplib::Request& req, const httplib::Response& res) {
         double seconds = t_timed ? std::chrono::duration<double>(std::chrono::steady_clock::now() - t_start).count() : 0;
         std::string endpoint = endpoint_of(req.path);
-        node.metrics.record(endpoint, res.status, seconds, req.body.size(), res.body.size());
+        uint64_t bytes_out = t_stream ? t_stream->bytes : res.body.size();
+        node.metrics.record(endpoint, res.status, seconds, req.body.size(), bytes_out);
         json line{{"ts", now_ms()},
                   {"trace_id", res.get_header_value("X-Trace-Id")},
                   {"method", req.method},
@@ -582,11 +516,18 @@ void Api::install() {
                   {"status", res.status},
                   {"ms", seconds * 1000},
                   {"bytes_in", req.body.size()},
-                  {"bytes_out", res.body.size()},
+                  {"bytes_out", bytes_out},
                   {"remote", req.remote_addr}};
         if (res.status >= 400 && res.get_header_value("Content-Type") == kJson) {
             json body = json::parse(res.body, nullptr, false);
             if (body.is_object() && body.contains("message")) line["error"] = body["message"];
+        }
+        if (t_stream) {
+            line["stream"] = {{"rows", t_stream->rows}, {"frames", t_stream->frames}, {"complete", t_stream->complete}};
+            if (!t_stream->error.empty()) line["error"] = t_stream->error;
+            // The status says 200, but the client did not get every row.
+            if (!t_stream->complete || !t_stream->error.empty()) node.metrics.count_error(endpoint);
+            t_stream.reset();
         }
         log_line(line);
         t_timed = false;
@@ -622,6 +563,7 @@ void Api::install() {
     post("/v1/scan", [this](const httplib::Request& req, httplib::Response& res) { scan(req, res); });
     post("/v1/map", [this](const httplib::Request& req, httplib::Response& res) { map_query(req, res); });
     post("/v1/rows/insert", [this](const httplib::Request& req, httplib::Response& res) { rows_insert(req, res); });
+    post("/v1/rows/batch", [this](const httplib::Request& req, httplib::Response& res) { rows_batch(req, res); });
     get("/v1/buckets", [this](const httplib::Request&, httplib::Response& res) { std::optional<cluster::ClusterMap> map = node_.cluster.map();
         send_json(res, node_.store.bucket_listing(map ? map->slots : node_.config.slots)); });
     get("/v1/collections", [this](const httplib::Request&, httplib::Response& res) {

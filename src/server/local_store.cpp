@@ -212,6 +212,15 @@ int64_t Session::run(const std::string& sql, const std::vector<store::OwnedValue
     return sqlite3_changes64(db_.get());
 }
 
+int64_t Session::run_or_ignore(const std::string& sql, const std::vector<store::OwnedValue>& params) {
+    try {
+        return run(sql, params);
+    } catch (const sqlite::Error& e) {
+        if (e.primary_code() == SQLITE_CONSTRAINT) return 0;
+        throw;
+    }
+}
+
 LocalStore::LocalStore(std::string root, int max_open) : root_(std::move(root)), max_open_(max_open) {
     // The first session creates the store (CREATE VIRTUAL TABLE creates a
     // missing root) and stays in the pool.

@@ -57,6 +57,12 @@ public:
     nlohmann::json query(const std::string& sql, const std::vector<store::OwnedValue>& params);
     // Runs a write; returns sqlite3_changes().
     int64_t run(const std::string& sql, const std::vector<store::OwnedValue>& params);
+    // Runs a plain INSERT or UPDATE as its OR IGNORE form would, but counts
+    // the ignored row as 0 changes: SQLite counts every row a virtual table
+    // was asked to write as changed, also one its OR IGNORE skipped. A
+    // constraint failure of one row leaves nothing behind, so ignoring it
+    // after the fact is what OR IGNORE does.
+    int64_t run_or_ignore(const std::string& sql, const std::vector<store::OwnedValue>& params);
 
     const std::string& root() const { return root_; }
 
@@ -82,6 +88,10 @@ public:
         Lease(LocalStore& owner, std::unique_ptr<Session> session) : owner_(owner), session_(std::move(session)) {}
         ~Lease();
         Lease(const Lease&) = delete;
+        // Movable, so that a streamed answer can keep its session after the
+        // handler returned (src/server/scan_stream.h).
+        Lease(Lease&& other) noexcept : owner_(other.owner_), session_(std::move(other.session_)) {}
+        Lease& operator=(Lease&&) = delete;
         Session* operator->() { return session_.get(); }
         Session& operator*() { return *session_; }
         // The session failed in a way that may have left state behind (an

@@ -37,7 +37,7 @@ std::string Metrics::render(int64_t buckets, int64_t epoch) const {
             << "aerialsd_request_duration_seconds_sum{endpoint=\"" << endpoint << "\"} " << h.sum << "\n"
             << "aerialsd_request_duration_seconds_count{endpoint=\"" << endpoint << "\"} " << h.count << "\n";
     }
-    out << "# HELP aerialsd_errors_total Requests answered with a 4xx or 5xx status, by endpoint.\n"
+    out << "# HELP aerialsd_errors_total Requests answered with a 4xx or 5xx status, and streamed answers that ended in an error frame or were cut off, by endpoint.\n"
         << "# TYPE aerialsd_errors_total counter\n";
     for (const auto& [endpoint, n] : errors_) out << "aerialsd_errors_total{endpoint=\"" << endpoint << "\"} " << n << "\n";
     out << "# HELP aerialsd_request_bytes_total Bytes of request bodies received.\n"

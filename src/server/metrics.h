@@ -16,6 +16,12 @@ public:
         std::lock_guard<std::mutex> lock(mutex_);
         ++forwarded_;
     }
+    // A 200 answer that failed later: a stream that ended in an error frame
+    // or was cut off.
+    void count_error(const std::string& endpoint) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++errors_[endpoint];
+    }
     // `buckets` and `epoch` are gauges read when the page is made.
     std::string render(int64_t buckets, int64_t epoch) const;
 

@@ -185,4 +185,9 @@ int64_t decode_rowid(std::string_view encoded_rowid) {
     return static_cast<int64_t>(v);
 }
 
+RowId decode_row_id(std::string_view blob) {
+    RecordId parts = decode_record_id(blob);
+    return RowId{parts.key, decode_rowid(parts.subkey)};
+}
+
 }  // namespace aerials::store

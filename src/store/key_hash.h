@@ -76,5 +76,13 @@ namespace aerials::store {
 // the 8-byte big-endian rowid in place of the subkey.
 std::string encode_row_id(sqlite3_value* shard_key, int64_t rowid);
 int64_t decode_rowid(std::string_view encoded_rowid);
+struct RowId {
+    std::string_view shard_key;  // canonical encoding
+    int64_t rowid;
+};
+// The parts of an encode_row_id() blob. Throws std::invalid_argument when the
+// blob does not have that layout (the shard key's encoding is not checked:
+// decode_key_value() does).
+RowId decode_row_id(std::string_view blob);
 
 }  // namespace aerials::store

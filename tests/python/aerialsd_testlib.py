@@ -119,6 +119,38 @@ def _map(b, i, n):
     return out, i
 
 
+def read_frames(body):
+    """The frames of a streamed answer (application/x-aerials-frames): each a
+    4-byte big-endian length and that many bytes of one MessagePack map."""
+    frames = []
+    i = 0
+    while i < len(body):
+        if len(body) - i < 4:
+            raise ValueError("truncated frame length at byte %d" % i)
+        n = int.from_bytes(body[i:i + 4], "big")
+        i += 4
+        if len(body) - i < n:
+            raise ValueError("frame at byte %d announces %d bytes, %d left" % (i - 4, n, len(body) - i))
+        frames.append(unpackb(body[i:i + n]))
+        i += n
+    return frames
+
+
+def streamed_scan(frames):
+    """(columns, rows, last frame) of a streamed scan's frames, checking their order."""
+    if not frames or set(frames[0]) != {"columns"}:
+        raise AssertionError("the first frame must be {columns}: %r" % (frames[:1],))
+    rows = []
+    for f in frames[1:-1]:
+        if set(f) != {"rows"}:
+            raise AssertionError("a middle frame must be {rows}: %r" % (f,))
+        rows += f["rows"]
+    last = frames[-1] if len(frames) > 1 else None
+    if last is None or not ("end" in last or "error" in last):
+        raise AssertionError("the last frame must be {end, rows} or {error, message}: %r" % (last,))
+    return frames[0]["columns"], rows, last
+
+
 def float32_is_float():
     """The codec's float decoding keeps Python floats floats (5.0 stays 5.0)."""
     return isinstance(unpackb(b"\xca" + struct.pack(">f", 5.0)), float)

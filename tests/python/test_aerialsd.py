@@ -1,13 +1,16 @@
 """aerialsd: three real nodes on 127.0.0.1 form a cluster through --join and
-serve key-value records, scans, map-reduce and listings over HTTP; security
-answers; SIGTERM; concurrent joins; a join refused because of data."""
+serve key-value records, scans (also streamed), row batches, map-reduce and
+listings over HTTP; security answers; SIGTERM; concurrent joins; a join
+refused because of data."""
 import concurrent.futures
+import json
 import os
 import signal
 import tempfile
+import time
 import unittest
 
-from aerialsd_testlib import TOKEN, Cluster, Node, packb, served_by
+from aerialsd_testlib import TOKEN, Cluster, Node, packb, read_frames, served_by, streamed_scan
 
 
 class ThreeNodes(unittest.TestCase):
@@ -234,6 +237,284 @@ class ThreeNodes(unittest.TestCase):
             for b in buckets:
                 self.assertEqual(b["first_slot"], int(b["lo"], 16) >> 52)
                 self.assertEqual(b["last_slot"], int(b["hi"], 16) >> 52)
+
+    # --- streamed scans, _pk, IN, row batches ---
+
+    def define(self, name, shard_key, definition):
+        body = json.dumps({"name": name, "shard_key": shard_key, "definition": definition})
+        for n in self.nodes:
+            r = n.request("POST", "/v1/collections", body, "application/json")
+            self.assertEqual(r.status, 200, r)
+
+    def keys_owned_by(self, node, make, count, limit=300):
+        """`count` keys make(0), make(1), ... whose slots `node` owns. An integer
+        shard key of an INTEGER column hashes as the same integer key of kv."""
+        ids = self.cluster.by_id()
+        out = []
+        for i in range(limit):
+            key = make(i)
+            if ids[served_by(self.nodes[0].call("/v1/kv/get", {"key": key}))] is node:
+                out.append(key)
+                if len(out) == count:
+                    return out
+        self.fail("fewer than %d of %d keys live on %s" % (count, limit, node.name))
+
+    def node_id(self, node):
+        return next(i for i, n in self.cluster.by_id().items() if n is node)
+
+    def batch(self, node, ops, collection=None):
+        doc = {"ops": ops}
+        if collection is not None:
+            doc["collection"] = collection
+        return node.call("/v1/rows/batch", doc)
+
+    def scan(self, node, query):
+        r = node.call("/v1/scan", query)
+        self.assertEqual(r.status, 200, r)
+        return r.msgpack()["rows"]
+
+    def test_streamed_scan_equals_plain_answer(self):
+        self.define("events", "grp", ["seq INTEGER", "grp INTEGER NOT NULL", "payload TEXT"])
+        node = self.nodes[1]
+        grp = self.keys_owned_by(node, lambda i: 7000 + i, 1)[0]
+        rows = [[i, grp, "p%05d-%s" % (i, "x" * (i % 13))] for i in range(5000)]
+        for start in range(0, len(rows), 1000):
+            r = node.call("/v1/rows/insert", {"collection": "events", "columns": ["seq", "grp", "payload"],
+                                              "rows": rows[start:start + 1000]})
+            self.assertEqual(r.status, 200, r)
+            self.assertEqual(r.msgpack(), {"inserted": 1000})
+        query = {"collection": "events", "where": [{"column": "grp", "op": "=", "value": grp}],
+                 "order_by": [{"column": "seq"}]}
+        plain = node.call("/v1/scan", query)
+        self.assertEqual(plain.status, 200, plain)
+        streamed = node.call("/v1/scan", dict(query, stream=True), headers={"X-Trace-Id": "streamed-scan-1"})
+        self.assertEqual(streamed.status, 200, streamed)
+        self.assertEqual(streamed.header("Content-Type"), "application/x-aerials-frames")
+        self.assertEqual(streamed.header("Transfer-Encoding"), "chunked")
+        frames = read_frames(streamed.body)
+        columns, got, last = streamed_scan(frames)
+        self.assertEqual(last, {"end": True, "rows": 5000})
+        self.assertEqual(columns, ["seq", "grp", "payload"])
+        self.assertEqual(columns, plain.msgpack()["columns"])
+        self.assertEqual(got, plain.msgpack()["rows"])
+        self.assertEqual(got, rows)
+        self.assertEqual(len(frames), 2 + (5000 + 255) // 256)
+        self.assertTrue(all(0 < len(f["rows"]) <= 256 for f in frames[1:-1]))
+        # The log line is written at the end of the stream, with what was sent.
+        # (The node logs just after the last byte went out: wait for the line.)
+        deadline = time.time() + 10
+        while not [l for l in node.log_lines() if l.get("trace_id") == "streamed-scan-1"] and time.time() < deadline:
+            time.sleep(0.02)
+        lines = [l for l in node.log_lines() if l.get("trace_id") == "streamed-scan-1"]
+        self.assertEqual(len(lines), 1, lines)
+        self.assertEqual(lines[0]["stream"], {"rows": 5000, "frames": len(frames), "complete": True})
+        self.assertEqual(lines[0]["bytes_out"], len(streamed.body))
+        self.assertNotIn("error", lines[0])
+        # Limit, and a scan that finds nothing: the columns frame, then the end.
+        r = node.call("/v1/scan", dict(query, stream=True, limit=300, columns=["seq"]))
+        columns, got, last = streamed_scan(read_frames(r.body))
+        self.assertEqual((columns, got, last), (["seq"], [[i] for i in range(300)], {"end": True, "rows": 300}))
+        r = node.call("/v1/scan", {"collection": "events", "stream": True,
+                                   "where": [{"column": "grp", "op": "=", "value": -1}]})
+        self.assertEqual(read_frames(r.body), [{"columns": ["seq", "grp", "payload"]}, {"end": True, "rows": 0}])
+        # Errors found before the stream starts are the usual JSON answers.
+        r = node.call("/v1/scan", {"collection": "events", "stream": True, "where": [{"column": "nope", "op": "="}]})
+        self.assertEqual(r.status, 400, r)
+        self.assertEqual(r.json()["error"], "bad_request")
+        r = node.call("/v1/scan", {"collection": "events", "stream": True}, epoch=2)
+        self.assertEqual(r.status, 409, r)
+        self.assertEqual(r.json()["error"], "stale_epoch")
+        r = node.call("/v1/scan", {"collection": "events", "stream": "yes"})
+        self.assertEqual(r.status, 400, r)
+        metrics = node.request("GET", "/metrics").body.decode()
+        self.assertIn('aerialsd_requests_total{endpoint="/v1/scan",status="200"}', metrics)
+
+    def test_pk_column_in_op_and_delete_by_pk(self):
+        node = self.nodes[2]
+        keys = self.keys_owned_by(node, lambda i: "pk-%d" % i, 3)
+        for k in keys:
+            self.assertEqual(self.put(node, k, k.upper(), subkey=1).status, 200)
+        query = {"columns": ["_pk", "key", "value"], "order_by": [{"column": "key"}],
+                 "where": [{"column": "key", "op": "IN", "values": keys + ["pk-none", 12345]},
+                           {"column": "subkey", "op": "=", "value": 1}]}
+        rows = self.scan(node, query)
+        self.assertEqual([row[1:] for row in rows], [[k, k.upper()] for k in sorted(keys)])
+        self.assertTrue(all(isinstance(row[0], bytes) and row[0] for row in rows))
+        # Other nodes hold none of them.
+        for other in self.nodes:
+            if other is not node:
+                self.assertEqual(self.scan(other, query), [])
+        r = self.batch(node, [{"op": "delete", "pk": rows[0][0]}])
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.msgpack(), {"results": [{"changes": 1}]})
+        self.assertEqual(self.get(node, rows[0][1], 1), {"found": False})
+        self.assertEqual(self.batch(node, [{"op": "delete", "pk": rows[0][0]}]).msgpack(), {"results": [{"changes": 0}]})
+        self.assertEqual([row[1] for row in self.scan(node, query)], sorted(keys)[1:])
+        # The streamed scan returns _pk alike.
+        r = node.call("/v1/scan", dict(query, stream=True))
+        self.assertEqual(streamed_scan(read_frames(r.body))[1], self.scan(node, query))
+        # _pk names a column of the answer only; IN needs 1 to 10,000 values.
+        bad = [
+            {"where": [{"column": "_pk", "op": "=", "value": rows[1][0]}]},
+            {"order_by": [{"column": "_pk"}]},
+            {"where": [{"column": "key", "op": "IN"}]},
+            {"where": [{"column": "key", "op": "IN", "values": []}]},
+            {"where": [{"column": "key", "op": "IN", "values": "pk-1"}]},
+            {"where": [{"column": "key", "op": "IN", "values": [[1]]}]},
+            {"where": [{"column": "key", "op": "IN", "values": [1] * 10001}]},
+        ]
+        for query in bad:
+            r = node.call("/v1/scan", query)
+            self.assertEqual(r.status, 400, (query, r))
+            self.assertEqual(r.json()["error"], "bad_request")
+        self.assertIn("10000", node.call("/v1/scan", bad[-1]).json()["message"])
+        self.assertEqual(len(self.scan(node, {"where": [{"column": "key", "op": "IN", "values": [1] * 10000}]})), 0)
+
+    def test_kv_put_mode_ignore(self):
+        n = self.nodes[0]
+        self.assertEqual(self.put(n, "ign", 1, mode="ignore").msgpack(), {"written": 1})
+        self.assertEqual(self.put(n, "ign", 2, mode="ignore").msgpack(), {"written": 0})
+        self.assertEqual(self.get(n, "ign")["value"], 1)
+        owner = self.owner_node("ign")
+        r = owner.call("/v1/kv/batch", {"ops": [{"op": "put", "key": "ign", "value": 3, "mode": "ignore"},
+                                                {"op": "put", "key": "ign", "subkey": "2", "value": 4, "mode": "ignore"},
+                                                {"op": "get", "key": "ign", "subkey": "2"}]})
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.msgpack()["results"], [{"written": 0}, {"written": 1}, {"found": True, "value": 4}])
+        self.assertEqual(self.get(n, "ign")["value"], 1)
+        self.assertEqual(self.put(n, "ign", 5, mode="sometimes").status, 400)
+
+    def test_rows_batch_on_kv(self):
+        node = self.nodes[0]
+        keys = self.keys_owned_by(node, lambda i: "rb-%d" % i, 3)
+        ops = [{"op": "insert", "columns": ["key", "subkey", "value"], "row": [keys[0], "s", 1]},
+               {"op": "insert", "mode": "replace", "columns": ["key", "value"], "row": [keys[1], 2]},
+               {"op": "insert", "mode": "ignore", "columns": ["key", "subkey", "value"], "row": [keys[0], "s", 99]}]
+        r = self.batch(node, ops, collection="kv")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.msgpack(), {"results": [{"changes": 1}, {"changes": 1}, {"changes": 0}]})
+        self.assertEqual(self.get(node, keys[0], "s")["value"], 1)
+        self.assertEqual(self.get(node, keys[1])["value"], 2)
+        pk = self.scan(node, {"columns": ["_pk"], "where": [{"column": "key", "op": "=", "value": keys[0]}]})[0][0]
+        r = self.batch(node, [{"op": "update", "pk": pk, "columns": ["value"], "row": ["new"]}], collection="")
+        self.assertEqual(r.msgpack(), {"results": [{"changes": 1}]})
+        self.assertEqual(self.get(node, keys[0], "s")["value"], "new")
+        # All or nothing: the failing op undoes the ones before it.
+        r = self.batch(node, [{"op": "insert", "columns": ["key", "value"], "row": [keys[2], 3]},
+                              {"op": "update", "pk": pk, "columns": ["value"], "row": ["newer"]},
+                              {"op": "insert", "columns": ["key", "value"], "row": [keys[1], 4]}])
+        self.assertEqual(r.status, 409, r)
+        self.assertEqual(r.json()["error"], "constraint")
+        self.assertTrue(r.json()["message"].startswith("ops[2]: "), r.json())
+        self.assertIn("UNIQUE", r.json()["message"])
+        self.assertEqual(self.get(node, keys[2]), {"found": False})
+        self.assertEqual(self.get(node, keys[0], "s")["value"], "new")
+        # A key of another node: 421 naming the op, the owner and the map; nothing runs.
+        other = self.keys_owned_by(self.nodes[1], lambda i: "rb-other-%d" % i, 1)[0]
+        r = self.batch(node, [{"op": "insert", "columns": ["key", "value"], "row": [keys[2], 3]},
+                              {"op": "insert", "columns": ["key", "value"], "row": [other, 3]}])
+        self.assertEqual(r.status, 421, r)
+        self.assertEqual(r.json()["error"], "wrong_node")
+        self.assertEqual(r.json()["owner"], self.node_id(self.nodes[1]))
+        self.assertEqual(r.json()["map"], node.cluster_map())
+        self.assertIn("ops[1]", r.json()["message"])
+        self.assertEqual(self.get(node, keys[2]), {"found": False})
+        # A _pk of a record on another node routes there too.
+        self.put(self.nodes[1], other, "x")
+        other_pk = self.scan(self.nodes[1], {"columns": ["_pk"], "where": [{"column": "key", "op": "=", "value": other}]})[0][0]
+        r = self.batch(node, [{"op": "delete", "pk": other_pk}])
+        self.assertEqual(r.status, 421, r)
+        self.assertEqual(r.json()["owner"], self.node_id(self.nodes[1]))
+        self.assertEqual(self.get(node, other)["value"], "x")
+
+    def test_rows_batch_on_a_collection_moves_rows_within_the_node(self):
+        self.define("items", "grp", ["name TEXT NOT NULL", "grp INTEGER NOT NULL", "qty INTEGER"])
+        node = self.nodes[2]
+        g1, g2 = self.keys_owned_by(node, lambda i: 5000 + i, 2)
+        elsewhere = self.keys_owned_by(self.nodes[0], lambda i: 5000 + i, 1)[0]
+        columns = ["name", "grp", "qty"]
+        r = self.batch(node, [{"op": "insert", "columns": columns, "row": ["a", g1, 1]},
+                              {"op": "insert", "columns": columns, "row": ["b", g1, 2]},
+                              {"op": "insert", "columns": columns, "row": ["c", g2, 3]}], collection="items")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.msgpack(), {"results": [{"changes": 1}] * 3})
+
+        def items(grp):
+            return self.scan(node, {"collection": "items", "columns": ["_pk", "name", "qty"],
+                                    "where": [{"column": "grp", "op": "=", "value": grp}],
+                                    "order_by": [{"column": "name"}]})
+
+        pk = {row[1]: row[0] for row in items(g1) + items(g2)}
+        self.assertEqual(sorted(pk), ["a", "b", "c"])
+        # A new shard key in this node's slots: the row moves to its bucket.
+        r = self.batch(node, [{"op": "update", "pk": pk["a"], "columns": ["grp", "qty"], "row": [g2, 10]}], "items")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.msgpack(), {"results": [{"changes": 1}]})
+        self.assertEqual([row[1:] for row in items(g1)], [["b", 2]])
+        self.assertEqual([row[1:] for row in items(g2)], [["a", 10], ["c", 3]])
+        moved = {row[1]: row[0] for row in items(g2)}["a"]
+        self.assertNotEqual(moved, pk["a"])
+        self.assertEqual(self.batch(node, [{"op": "delete", "pk": pk["a"]}], "items").msgpack(),
+                         {"results": [{"changes": 0}]})
+        # A new shard key owned by another node: 421, the row stays.
+        r = self.batch(node, [{"op": "update", "pk": moved, "columns": ["grp"], "row": [elsewhere]}], "items")
+        self.assertEqual(r.status, 421, r)
+        self.assertEqual(r.json()["owner"], self.node_id(self.nodes[0]))
+        # An update that breaks NOT NULL: 409 and nothing of the batch stays;
+        # with mode ignore it changes nothing and the batch goes on.
+        r = self.batch(node, [{"op": "insert", "columns": columns, "row": ["d", g1, 4]},
+                              {"op": "update", "pk": pk["c"], "columns": ["name"], "row": [None]}], "items")
+        self.assertEqual(r.status, 409, r)
+        self.assertTrue(r.json()["message"].startswith("ops[1]: NOT NULL"), r.json())
+        self.assertEqual([row[1] for row in items(g1)], ["b"])
+        r = self.batch(node, [{"op": "update", "mode": "ignore", "pk": pk["c"], "columns": ["name"], "row": [None]},
+                              {"op": "insert", "mode": "ignore", "columns": columns, "row": [None, g1, 5]},
+                              {"op": "insert", "columns": columns, "row": ["e", g1, 6]},
+                              {"op": "delete", "pk": pk["b"]}], "items")
+        self.assertEqual(r.status, 200, r)
+        self.assertEqual(r.msgpack(), {"results": [{"changes": 0}, {"changes": 0}, {"changes": 1}, {"changes": 1}]})
+        self.assertEqual([row[1:] for row in items(g1)], [["e", 6]])
+        self.assertEqual([row[1:] for row in items(g2)], [["a", 10], ["c", 3]])
+
+    def test_rows_batch_malformed_ops(self):
+        node = self.nodes[1]
+        self.define("things", "k", ["k INTEGER NOT NULL", "v TEXT"])
+        k = self.keys_owned_by(node, lambda i: 9000 + i, 1)[0]
+        kv_pk = b"\x00\x00\x00\x09" + b"t" + b"abcdefgh" + b"t"
+        good = {"op": "insert", "columns": ["k", "v"], "row": [k, "first"]}
+        cases = [
+            ({"op": "delete", "pk": "text"}, "pk"),
+            ({"op": "delete"}, "pk"),
+            ({"op": "delete", "pk": b"\x00\x00\x00\x09garbage"}, "_pk"),
+            ({"op": "delete", "pk": kv_pk}, "_pk"),
+            ({"op": "update", "pk": kv_pk, "columns": ["v"], "row": ["x"]}, "_pk"),
+            ({"op": "update", "pk": kv_pk, "columns": [], "row": []}, "columns"),
+            ({"op": "drop"}, "op"),
+            ({"columns": ["k"], "row": [k]}, "op"),
+            ({"op": "insert", "columns": ["v"], "row": ["no shard key"]}, "shard key"),
+            ({"op": "insert", "columns": ["k", "v"], "row": [k]}, "row"),
+            ({"op": "insert", "columns": ["k", "nope"], "row": [k, 1]}, "nope"),
+            ({"op": "insert", "columns": ["k", "_pk"], "row": [k, b"x"]}, "_pk"),
+            ({"op": "insert", "mode": "merge", "columns": ["k"], "row": [k]}, "mode"),
+            ({"op": "insert", "columns": ["k"], "row": [None]}, "NULL"),
+            ("not a map", "map"),
+        ]
+        for op, word in cases:
+            r = self.batch(node, [good, op], "things")
+            self.assertEqual(r.status, 400, (op, r))
+            self.assertEqual(r.json()["error"], "bad_request")
+            self.assertTrue(r.json()["message"].startswith("ops[1]: "), (op, r.json()))
+            self.assertIn(word, r.json()["message"])
+        self.assertEqual(self.scan(node, {"collection": "things"}), [])
+        r = node.call("/v1/rows/batch", {"collection": "things", "ops": {"op": "insert"}})
+        self.assertEqual(r.status, 400, r)
+        r = node.call("/v1/rows/batch", {"collection": "no_such_things", "ops": []})
+        self.assertEqual(r.status, 404, r)
+        r = node.request("POST", "/v1/rows/batch", packb({"ops": []}), "application/msgpack")
+        self.assertEqual(r.status, 400, r)
+        self.assertIn("X-Aerials-Epoch", r.json()["message"])
+        self.assertEqual(self.batch(node, [], "things").msgpack(), {"results": []})
+        self.assert_serving()
 
     # --- epochs ---
 
@@ -496,6 +777,85 @@ class Lifecycle(unittest.TestCase):
         self.assertIn("moving data between nodes is not supported yet", log)
         self.assertEqual(seed.cluster_map()["epoch"], 1)
         self.assertEqual(seed.call("/v1/kv/get", {"key": 7}).msgpack(), {"found": True, "value": 7})
+
+    def test_stream_stops_when_the_client_goes_away(self):
+        import socket
+        n = self.node("streamer").start()
+        n.wait_ready()
+        r = n.request("POST", "/v1/collections", json.dumps(
+            {"name": "big", "shard_key": "g", "definition": ["g INTEGER", "seq INTEGER", "payload BLOB"]}), "application/json")
+        self.assertEqual(r.status, 200, r)
+        # 20 MB of rows: more than the kernel's socket buffers hold, so the
+        # node must still be writing when the client leaves.
+        payload = b"x" * 2000
+        for part in range(4):
+            rows = [[i % 4, part * 2500 + i, payload] for i in range(2500)]
+            r = n.call("/v1/rows/insert", {"collection": "big", "columns": ["g", "seq", "payload"], "rows": rows})
+            self.assertEqual(r.status, 200, r)
+        body = packb({"collection": "big", "stream": True})
+        conn = socket.socket()
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        conn.settimeout(20)
+        conn.connect(("127.0.0.1", n.port))
+        try:
+            head = ("POST /v1/scan HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nX-Aerials-Epoch: %d\r\n"
+                    "X-Trace-Id: gone-away\r\nContent-Type: application/msgpack\r\nContent-Length: %d\r\n\r\n"
+                    % (TOKEN, n.cluster_map()["epoch"], len(body)))
+            conn.sendall(head.encode() + body)
+            self.assertTrue(conn.recv(4096).startswith(b"HTTP/1.1 200"))
+        finally:
+            conn.close()
+        deadline = time.time() + 15
+        lines = []
+        while not lines and time.time() < deadline:
+            lines = [l for l in n.log_lines() if l.get("trace_id") == "gone-away"]
+            time.sleep(0.05)
+        self.assertEqual(len(lines), 1, n.log_text()[-2000:])
+        self.assertFalse(lines[0]["stream"]["complete"])
+        self.assertLess(lines[0]["stream"]["rows"], 10000)
+        self.assertIn("client went away", lines[0]["error"])
+        self.assertIn('aerialsd_errors_total{endpoint="/v1/scan"} 1', n.request("GET", "/metrics").body.decode())
+        # The node serves on, a whole stream too.
+        r = n.call("/v1/scan", {"collection": "big", "stream": True, "columns": ["seq"]})
+        _, rows, last = streamed_scan(read_frames(r.body))
+        self.assertEqual(last, {"end": True, "rows": 10000})
+        self.assertEqual(sorted(row[0] for row in rows), list(range(10000)))
+        self.assertEqual(n.stop(signal.SIGTERM), 0)
+
+    def test_stream_ends_with_an_error_frame_when_a_bucket_fails(self):
+        n = self.node("failing").start()
+        n.wait_ready()
+        r = n.call("/v1/kv/batch", {"ops": [{"op": "put", "key": "k%05d" % i, "value": "v" * 50} for i in range(3000)]})
+        self.assertEqual(r.status, 200, r)
+        # The bucket that a full scan reads last (highest hash range) goes
+        # missing while the node is down: the rows of the others go out first.
+        victim = max(n.request("GET", "/v1/buckets").json()["buckets"], key=lambda b: b["lo"])
+        self.assertGreater(victim["records"], 0)
+        self.assertEqual(n.stop(signal.SIGTERM), 0)
+        b = victim["bucket"]
+        path = os.path.join(n.root, b[0:2], b[2:4], b[4:] + ".sq3")
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        n.start()
+        n.wait_ready()
+        r = n.call("/v1/scan", {"stream": True, "columns": ["key"]}, headers={"X-Trace-Id": "failing-stream"})
+        self.assertEqual(r.status, 200, r)
+        _, rows, last = streamed_scan(read_frames(r.body))
+        self.assertEqual(last["error"], "internal", last)
+        self.assertIn("missing", last["message"])
+        self.assertIn(path, last["message"])
+        self.assertTrue(0 < len(rows) < 3000 - victim["records"] + 1, len(rows))
+        self.assertEqual(len({row[0] for row in rows}), len(rows))
+        deadline = time.time() + 10
+        lines = []
+        while not lines and time.time() < deadline:
+            lines = [l for l in n.log_lines() if l.get("trace_id") == "failing-stream"]
+            time.sleep(0.02)
+        self.assertEqual(len(lines), 1)
+        self.assertEqual(lines[0]["stream"]["rows"], len(rows))
+        self.assertIn("missing", lines[0]["error"])
+        self.assertIn('aerialsd_errors_total{endpoint="/v1/scan"} 1', n.request("GET", "/metrics").body.decode())
 
     def test_help_and_bad_options(self):
         import subprocess
