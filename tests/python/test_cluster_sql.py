@@ -21,6 +21,7 @@ here with the reason.
 import os
 import signal
 import sqlite3
+import threading
 import time
 import unittest
 
@@ -137,6 +138,23 @@ class ClusterBackendTest(unittest.TestCase):
         self.assertEqual(backend.table_args(initial_buckets=8, max_open=3, shard_key="k"),
                          "cluster='%s', token_file='%s', shard_key=k" % (backend.url, backend.token_file))
 
+    def test_a_fourth_node_joins_and_a_node_restarts(self):
+        # What the map-change and node-down cases below do to a cluster.
+        backend = self.start()
+        epoch = backend.nodes[0].cluster_map()["epoch"]
+        fourth = backend.add_node(join=backend.nodes[0].address)
+        joined = backend.wait_all_ready()
+        self.assertGreater(joined["epoch"], epoch)
+        self.assertIn(fourth.address, [node["address"] for node in joined["nodes"]])
+        self.assertEqual(len(joined["nodes"]), 4)
+        self.assertEqual(backend.stop_node(backend.nodes[1]), 0)
+        self.assertEqual(backend.crashed(), [])
+        backend.restart_node(backend.nodes[1])
+        self.assertEqual(backend.wait_all_ready(), joined)
+        owners = {owner_of(backend, "key-%d" % i).name for i in range(40)}
+        self.assertEqual(len(owners), 4, "40 keys should spread over the four nodes")
+        backend.stop()
+
     def test_stop_ends_every_node_with_sigterm(self):
         backend = ClusterBackend(3).start()
         self.addCleanup(backend.remove_files)
@@ -188,6 +206,10 @@ class ClusterFailureTest(AerialsTestCase):
 
     def test_a_hung_node_times_out_with_its_address(self):
         self.other.process.send_signal(signal.SIGSTOP)
+        # Without a client timeout the query would wait for ever: the node
+        # resumes after 20 s, the query then succeeds and the test fails.
+        watchdog = threading.Timer(20, self.other.process.send_signal, (signal.SIGCONT,))
+        watchdog.start()
         try:
             start = time.monotonic()
             with self.assertRaises(sqlite3.Error) as caught:
@@ -203,6 +225,7 @@ class ClusterFailureTest(AerialsTestCase):
             self.assertEqual(self.conn.execute("SELECT value FROM kv WHERE key = ?", (self.seed_key,)).fetchall(),
                              [(int(self.seed_key[1:]),)])
         finally:
+            watchdog.cancel()
             self.other.process.send_signal(signal.SIGCONT)
         self.assertEqual(self.conn.execute("SELECT count(*) FROM kv").fetchone(), (60,))
         self.backend.assert_alive()
