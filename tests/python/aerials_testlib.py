@@ -17,7 +17,7 @@ import tempfile
 import unittest
 
 import aerials
-from backends import ClusterBackend, LocalBackend, module_arguments, sql_quote  # noqa: F401 (re-exported)
+from backends import LocalBackend, module_arguments, sql_quote  # noqa: F401 (the tests import them from here)
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 FULL_RANGE_END = 0xFFFFFFFFFFFFFFFF

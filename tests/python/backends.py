@@ -186,7 +186,8 @@ class ClusterBackend:
             node.process.wait()
             return ["%s (%s) ignored SIGTERM for 15 s: killed" % (node.name, node.address)]
         if code != 0:
-            return ["%s (%s) exited with %s on SIGTERM:\n%s" % (node.name, node.address, code, node.log_text()[-2000:])]
+            return ["%s (%s) exited with %s on SIGTERM:\n%s"
+                    % (node.name, node.address, code, node.log_text()[-2000:])]
         return []
 
     # --- what the tests use ------------------------------------------------------

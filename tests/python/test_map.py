@@ -22,7 +22,8 @@ class MapTest(AerialsTestCase):
         c = self.conn
         c.execute("CREATE VIRTUAL TABLE customers USING aerials(%s, shard_key=customer_id, "
                   "customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT)" % self.table_args(initial_buckets=16))
-        c.execute("CREATE VIRTUAL TABLE orders USING aerials(%s, shard_key=customer_id, %s)" % (self.table_args(), ORDERS))
+        c.execute("CREATE VIRTUAL TABLE orders USING aerials(%s, shard_key=customer_id, %s)"
+                  % (self.table_args(), ORDERS))
         c.execute("CREATE TABLE p_customers(customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT)")
         c.execute("CREATE TABLE p_orders(%s)" % ORDERS.replace(", INDEX(placed_at)", ""))
         c.execute("BEGIN")
@@ -112,7 +113,8 @@ class MapTest(AerialsTestCase):
             self.conn.execute("SELECT * FROM aerials_map").fetchall()
         self.assertIn("give the store root and a query", str(caught.exception))
         with self.assertRaises(sqlite3.Error) as caught:
-            self.conn.execute("SELECT * FROM aerials_map(?, 'SELECT 1')", (os.path.join(self.tmp, "none"),)).fetchall()
+            self.conn.execute("SELECT * FROM aerials_map(?, 'SELECT 1')",
+                              (os.path.join(self.tmp, "none"),)).fetchall()
         self.assertIn("does not exist", str(caught.exception))
 
     @local_only("bucket splits happen in a local store")

@@ -602,7 +602,7 @@ class WriteTest(TablesTestCase):
         if self.local:  # bucket record counts are a local store's
             self.assertEqual(sum(b["records"] for b in self.buckets(self.conn)), 80)
 
-    # The failed move's delete and insert may be on two nodes: one statement is atomic per node only, until a later issue.
+    # The failed move's delete and insert may be on two nodes: atomic per node only, until a later issue.
     @local_only("a statement is not atomic across cluster nodes yet")
     def test_shard_key_update_onto_an_existing_row(self):
         a, b, _ = self.two_customers_in_different_buckets()

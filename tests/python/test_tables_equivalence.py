@@ -323,7 +323,8 @@ class EquivalenceTest(AerialsTestCase):
             if problem:
                 failures.append("#%d %s\n    %s" % (i, template.format(t="t", u="u"), problem))
         print("\n[equivalence] %s, seed %d: %d queries (%s), %d differ"
-              % ("local" if self.local else "cluster", SEED, self.queries, ", ".join("%s %d" % kv for kv in sorted(kinds.items())), len(failures)))
+              % ("local" if self.local else "cluster", SEED, self.queries,
+                 ", ".join("%s %d" % kv for kv in sorted(kinds.items())), len(failures)))
         if failures:
             self.fail("seed %d (AERIALS_EQUIVALENCE_SEED=%d): %d of %d queries differ from plain SQLite:\n  %s"
                       % (SEED, SEED, len(failures), self.queries, "\n  ".join(failures[:25])))
