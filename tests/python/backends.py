@@ -22,14 +22,13 @@ Both give the same things to the tests:
                              such as initial_buckets are left out there)
 """
 
-import os
 import signal
 import sqlite3
 import subprocess
 import tempfile
 import time
 
-import aerialsd_testlib
+import aerials
 from aerialsd_testlib import Node
 
 
@@ -59,9 +58,6 @@ class LocalBackend:
 
     def reset(self):
         """A new root per test: nothing to wipe."""
-
-    def describe(self):
-        return "local root %s" % self.root
 
 
 # Module options that configure a local store's files and threads; a cluster's
@@ -220,7 +216,6 @@ class ClusterBackend:
         self.assert_alive()
         conn = sqlite3.connect(":memory:", isolation_level=None)
         try:
-            import aerials
             aerials.load(conn)
             conn.execute("CREATE VIRTUAL TABLE temp.wipe_kv USING aerials(%s)" % self.table_args())
             conn.execute("DELETE FROM temp.wipe_kv")
@@ -231,14 +226,3 @@ class ClusterBackend:
                 conn.execute('DELETE FROM temp."%s"' % name.replace('"', '""'))
         finally:
             conn.close()
-
-    def describe(self):
-        return "cluster %s" % ", ".join(n.address for n in self.nodes)
-
-
-def aerialsd_path():
-    return aerialsd_testlib.AERIALSD
-
-
-def have_aerialsd():
-    return os.path.isfile(aerialsd_path()) and os.access(aerialsd_path(), os.X_OK)
