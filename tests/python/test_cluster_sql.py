@@ -244,8 +244,9 @@ class ClusterFailureTest(AerialsTestCase):
         self.assertEqual(self.conn.execute("SELECT count(*) FROM kv").fetchone(), (60,))
 
     def test_a_node_that_is_down_is_named(self):
-        self.assertEqual(self.backend.stop_node(self.other), 0)
+        code = self.backend.stop_node(self.other)
         try:
+            self.assertEqual(code, 0, "%s did not stop cleanly on SIGTERM" % self.other.name)
             with self.assertRaises(sqlite3.Error) as caught:
                 self.conn.execute("SELECT count(*) FROM kv").fetchall()
             self.assertIn(self.other.address, str(caught.exception))
@@ -266,10 +267,10 @@ class ClusterMapChangeTest(AerialsTestCase):
     def test_reads_and_writes_after_a_node_joined(self):
         conn = self.connect()
         self.create_kv(conn)
-        tables_cases_orders = ("order_id INTEGER, customer_id INTEGER NOT NULL, total REAL, "
+        orders_definition = ("order_id INTEGER, customer_id INTEGER NOT NULL, total REAL, "
                                "PRIMARY KEY(customer_id, order_id)")
         conn.execute("CREATE VIRTUAL TABLE orders USING aerials(%s, shard_key=customer_id, %s)"
-                     % (self.table_args(), tables_cases_orders))
+                     % (self.table_args(), orders_definition))
         # The client learns the map (nodes refuse a join into slots holding
         # data, so the cluster is empty when the fourth node comes).
         self.assertEqual(conn.execute("SELECT count(*) FROM kv").fetchone(), (0,))
@@ -288,7 +289,7 @@ class ClusterMapChangeTest(AerialsTestCase):
             if reader is not conn:
                 self.create_kv(reader)
                 reader.execute("CREATE VIRTUAL TABLE orders USING aerials(%s, shard_key=customer_id, %s)"
-                               % (self.table_args(), tables_cases_orders))
+                               % (self.table_args(), orders_definition))
             self.assertEqual(reader.execute("SELECT count(*), sum(value) FROM kv").fetchone(),
                              (200, sum(range(200))))
             for i in (0, 77, 199):
