@@ -17,6 +17,7 @@ import tempfile
 import unittest
 
 import aerials
+from backends import LocalBackend, module_arguments, sql_quote  # noqa: F401 (the tests import them from here)
 
 DEBIAN_PYTHON = "/usr/bin/python3"
 FULL_RANGE_END = 0xFFFFFFFFFFFFFFFF
@@ -26,11 +27,6 @@ def extension_file():
     """The extension's file name with its .so suffix (for tools that want it)."""
     path = aerials.loadable_path()
     return path if path.endswith(".so") else path + ".so"
-
-
-def sql_quote(text):
-    """`text` as an SQL string literal."""
-    return "'" + text.replace("'", "''") + "'"
 
 
 def connect(database=":memory:"):
@@ -65,15 +61,55 @@ def exact_rows(rows):
     return [tuple(exact(v) for v in row) for row in rows]
 
 
-def module_arguments(root, **options):
-    args = ["root=" + sql_quote(root)]
-    args += ["%s=%s" % (name, value) for name, value in options.items()]
-    return ", ".join(args)
+def local_only(reason):
+    """Marks a test of a shared case class as local-only: a class running on
+    a cluster backend skips it, with `reason`, before its setUp."""
+    def mark(test):
+        test.local_only_reason = reason
+        return test
+    return mark
 
 
 class AerialsTestCase(unittest.TestCase):
     """Gives each test a fresh temporary directory; `self.root` is a store
-    root inside it (not created: CREATE VIRTUAL TABLE creates it)."""
+    root inside it (not created: CREATE VIRTUAL TABLE creates it).
+
+    `backend_class` picks where the tables live (see backends.py): None or
+    LocalBackend, a store at `self.root` per test; ClusterBackend, a 3-node
+    aerialsd cluster started once for the class and emptied before each
+    test. Shared cases create tables with `self.table_args(...)` and pass
+    `self.location` where a function takes the root; tests marked
+    @local_only are skipped on a cluster."""
+
+    backend_class = None
+    cluster_size = 3
+    # A cluster backend started for each test instead of once for the class,
+    # for cases that see what earlier tests left (declared collections).
+    fresh_backend_per_test = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.backend_class is None or cls.backend_class.local:
+            return
+        for name in dir(cls):
+            test = getattr(cls, name)
+            reason = getattr(test, "local_only_reason", None)
+            if name.startswith("test") and reason and not getattr(test, "__unittest_skip__", False):
+                setattr(cls, name, unittest.skip("local only: " + reason)(test))
+
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.class_backend = None
+        if cls.backend_class is not None and cls.backend_class.per_class and not cls.fresh_backend_per_test:
+            cls.class_backend = cls.backend_class(cls.cluster_size).start()
+
+    @classmethod
+    def tearDownClass(cls):
+        backend, cls.class_backend = cls.class_backend, None
+        if backend is not None:
+            backend.stop()
+        super().tearDownClass()
 
     def setUp(self):
         super().setUp()
@@ -81,6 +117,35 @@ class AerialsTestCase(unittest.TestCase):
         self.addCleanup(tmp.cleanup)
         self.tmp = tmp.name
         self.root = os.path.join(self.tmp, "store")
+        if self.class_backend is not None:
+            self.backend = self.class_backend
+            self.backend.reset()
+        elif self.backend_class is not None and self.backend_class.per_class:
+            self.backend = self.backend_class(self.cluster_size).start()
+            self.addCleanup(self.backend.stop)
+        else:
+            self.backend = LocalBackend(self.root)
+
+    # --- the backend --------------------------------------------------------
+
+    @property
+    def local(self):
+        """True on a local store: bucket files, aerials_stats and
+        transactions that read their own writes are local-only."""
+        return self.backend.local
+
+    @property
+    def location(self):
+        """What functions take where they take a store root: the root
+        directory, or the cluster's URL."""
+        return self.backend.location
+
+    def table_args(self, root=None, **options):
+        """The module arguments of a table on the test's backend (or on
+        another local `root`)."""
+        if root is not None:
+            return module_arguments(root, **options)
+        return self.backend.table_args(**options)
 
     # --- connections and tables -------------------------------------------
 
@@ -92,8 +157,7 @@ class AerialsTestCase(unittest.TestCase):
         return conn
 
     def create_kv(self, conn, name="kv", root=None, **options):
-        conn.execute("CREATE VIRTUAL TABLE %s USING aerials(%s)"
-                     % (name, module_arguments(root or self.root, **options)))
+        conn.execute("CREATE VIRTUAL TABLE %s USING aerials(%s)" % (name, self.table_args(root, **options)))
 
     def new_kv(self, name="kv", root=None, **options):
         """A new in-memory connection with a kv table on the store."""
@@ -127,7 +191,7 @@ class AerialsTestCase(unittest.TestCase):
         return rows, after - before
 
     def buckets(self, conn, root=None):
-        cursor = conn.execute("SELECT * FROM aerials_buckets(?)", (root or self.root,))
+        cursor = conn.execute("SELECT * FROM aerials_buckets(?)", (root or self.location,))
         names = [d[0] for d in cursor.description]
         return [dict(zip(names, row)) for row in cursor.fetchall()]
 

@@ -13,7 +13,12 @@ co-located joins, interrupts and peak memory of a 2,000,000-row scan. Results
 are compared with the same query on a plain SQLite table holding the same
 rows. The random-query equivalence test is in test_tables_equivalence.py.
 
-Every test works on stores in its own temporary directory.
+Every test works on stores in its own temporary directory. The case classes
+DeclarationTest, WriteTest, PushdownTest, CollationTest, MergeOrderTest,
+LimitTest, KeyValueOrderAndLimitTest and JoinTest are shared:
+test_cluster_sql.py runs them on a 3-node aerialsd cluster, where tests
+marked @local_only are skipped and EXPLAIN QUERY PLAN texts, bucket visits
+and bucket files (which name a local store's buckets) are not checked.
 """
 
 import collections
@@ -26,7 +31,7 @@ import threading
 import time
 import unittest
 
-from aerials_testlib import DEBIAN_PYTHON, AerialsTestCase, exact_rows, module_arguments, sql_quote
+from aerials_testlib import DEBIAN_PYTHON, AerialsTestCase, exact_rows, local_only, module_arguments, sql_quote
 
 CUSTOMERS_COLUMNS = "customer_id INTEGER PRIMARY KEY, name TEXT, country TEXT"
 ORDERS_COLUMNS = ("order_id INTEGER, customer_id INTEGER NOT NULL, total REAL CHECK(total >= 0), placed_at TEXT, "
@@ -95,7 +100,7 @@ class TablesTestCase(AerialsTestCase):
     result comparison."""
 
     def create_issue_tables(self, conn, root=None, plain=True, **options):
-        args = module_arguments(root or self.root, **options)
+        args = self.table_args(root, **options)
         conn.execute(CUSTOMERS_SQL % args)
         conn.execute(ORDERS_SQL % args)
         if plain:
@@ -186,6 +191,7 @@ class TablesTestCase(AerialsTestCase):
 
 
 class DeclarationTest(TablesTestCase):
+    @local_only("reads the catalog and bucket files of a local store")
     def test_issue_tables_live_in_every_bucket(self):
         conn = self.connect()
         self.create_issue_tables(conn, plain=False, initial_buckets=4)
@@ -227,12 +233,12 @@ class DeclarationTest(TablesTestCase):
     def test_missing_shard_key(self):
         conn = self.connect()
         self.assert_sql_error(conn, "CREATE VIRTUAL TABLE customers USING aerials(%s, %s)"
-                              % (module_arguments(self.root), CUSTOMERS_COLUMNS), "shard_key")
+                              % (self.table_args(), CUSTOMERS_COLUMNS), "shard_key")
 
     def test_shard_key_that_is_not_a_column(self):
         conn = self.connect()
         self.assert_sql_error(conn, "CREATE VIRTUAL TABLE customers USING aerials(%s, shard_key=client_id, %s)"
-                              % (module_arguments(self.root), CUSTOMERS_COLUMNS),
+                              % (self.table_args(), CUSTOMERS_COLUMNS),
                               "shard_key client_id is not a column of customers")
 
     def test_bad_sql_in_a_definition_carries_sqlites_message(self):
@@ -247,11 +253,16 @@ class DeclarationTest(TablesTestCase):
         for n, (definitions, message) in enumerate(cases):
             with self.subTest(definitions=definitions):
                 self.assert_sql_error(conn, "CREATE VIRTUAL TABLE bad%d USING aerials(%s, shard_key=id, %s)"
-                                      % (n, module_arguments(self.root), definitions), message)
+                                      % (n, self.table_args(), definitions), message)
         # Nothing was recorded for the refused tables.
-        conn.execute("CREATE VIRTUAL TABLE ok USING aerials(%s, shard_key=id, id INTEGER)"
-                     % module_arguments(self.root))
-        self.assertEqual(self.collections_in_catalog(), ["ok"])
+        conn.execute("CREATE VIRTUAL TABLE ok USING aerials(%s, shard_key=id, id INTEGER)" % self.table_args())
+        if self.local:
+            self.assertEqual(self.collections_in_catalog(), ["ok"])
+        else:
+            # The cluster's catalog, through the view (it outlives the test: other collections may be there).
+            listed = [r[0] for r in conn.execute("SELECT name FROM aerials_collections(?)", (self.location,))]
+            self.assertIn("ok", listed)
+            self.assertFalse({"bad0", "bad1", "bad2", "bad3"} & set(listed), listed)
 
     def collections_in_catalog(self):
         catalog = sqlite3.connect("file:%s?mode=ro" % os.path.join(self.root, "aerial.sq3"), uri=True)
@@ -266,7 +277,7 @@ class DeclarationTest(TablesTestCase):
         self.assert_sql_error(conn, "CREATE VIRTUAL TABLE items USING aerials(%s, shard_key=customer_id, "
                               "item_id INTEGER, customer_id INTEGER, order_id INTEGER, "
                               "FOREIGN KEY(customer_id, order_id) REFERENCES orders(customer_id, order_id))"
-                              % module_arguments(self.root), "FOREIGN KEY is not supported")
+                              % self.table_args(), "FOREIGN KEY is not supported")
 
     def test_column_references_clause_is_refused_like_foreign_key(self):
         # `REFERENCES` on a column declares the same foreign key as a
@@ -275,7 +286,7 @@ class DeclarationTest(TablesTestCase):
         self.create_issue_tables(conn, plain=False)
         self.assert_sql_error(conn, "CREATE VIRTUAL TABLE items USING aerials(%s, shard_key=customer_id, "
                               "item_id INTEGER, customer_id INTEGER REFERENCES customers(customer_id))"
-                              % module_arguments(self.root), "FOREIGN KEY")
+                              % self.table_args(), "FOREIGN KEY")
 
     def test_changed_definition_on_reconnect_fails(self):
         conn = self.connect()
@@ -283,7 +294,7 @@ class DeclarationTest(TablesTestCase):
         conn.execute("INSERT INTO customers VALUES (1, 'ann', 'se')")
         # The same definition connects again, from another connection too.
         other = self.connect()
-        other.execute(CUSTOMERS_SQL % module_arguments(self.root))
+        other.execute(CUSTOMERS_SQL % self.table_args())
         self.assertEqual(other.execute("SELECT * FROM customers").fetchall(), [(1, "ann", "se")])
         changed = [
             "shard_key=customer_id, customer_id INTEGER PRIMARY KEY, name TEXT",
@@ -295,15 +306,16 @@ class DeclarationTest(TablesTestCase):
             with self.subTest(definition=definition):
                 fresh = self.connect()
                 error = self.assert_sql_error(fresh, "CREATE VIRTUAL TABLE customers USING aerials(%s, %s)"
-                                              % (module_arguments(self.root), definition), "already exists")
+                                              % (self.table_args(), definition), "already exists")
                 self.assertIn("with a different schema", str(error))
         # DROP TABLE keeps the collection: re-creating it differently fails too.
         conn.execute("DROP TABLE customers")
         self.assert_sql_error(conn, "CREATE VIRTUAL TABLE customers USING aerials(%s, %s)"
-                              % (module_arguments(self.root), changed[0]), "with a different schema")
-        conn.execute(CUSTOMERS_SQL % module_arguments(self.root))
+                              % (self.table_args(), changed[0]), "with a different schema")
+        conn.execute(CUSTOMERS_SQL % self.table_args())
         self.assertEqual(conn.execute("SELECT * FROM customers").fetchall(), [(1, "ann", "se")])
 
+    @local_only("the database file names a local root")
     def test_definition_survives_reopening_the_database_file(self):
         path = os.path.join(self.tmp, "app.db")
         conn = self.connect(path)
@@ -316,6 +328,7 @@ class DeclarationTest(TablesTestCase):
         self.assert_sql_error(again, "INSERT INTO orders VALUES (1, 1, -1, 'x')", "CHECK constraint failed",
                               sqlite3.IntegrityError)
 
+    @local_only("damages a local bucket file")
     def test_bucket_with_another_schema_is_an_error_naming_it(self):
         conn = self.connect()
         self.create_issue_tables(conn, plain=False, initial_buckets=4)
@@ -344,6 +357,7 @@ class DeclarationTest(TablesTestCase):
         self.assertGreater(found, 0)
         self.assertGreater(failed, 0)
 
+    @local_only("compares with the rows of local bucket files")
     def test_buckets_view_counts_the_rows_of_every_collection(self):
         conn = self.connect()
         self.create_issue_tables(conn, plain=False, initial_buckets=8)
@@ -390,7 +404,7 @@ class WriteTest(TablesTestCase):
         super().setUp()
         self.conn = self.connect()
         self.create_issue_tables(self.conn, plain=False, initial_buckets=8)
-        self.conn.execute(ACCOUNTS_SQL % module_arguments(self.root))
+        self.conn.execute(ACCOUNTS_SQL % self.table_args())
 
     def orders(self, where="1"):
         return self.conn.execute("SELECT order_id, customer_id, total, placed_at FROM orders WHERE %s "
@@ -478,8 +492,10 @@ class WriteTest(TablesTestCase):
         self.conn.execute("INSERT INTO orders VALUES (1, 1, 0, 'x'), (1, 2, 5, 'y')")
         self.assert_sql_error(self.conn, "UPDATE orders SET total = total - 1",
                               "CHECK constraint failed: total >= 0", sqlite3.IntegrityError)
-        # The statement failed as a whole: the row that passed is unchanged too.
-        self.assertEqual(self.orders(), [(1, 1, 0.0, "x"), (1, 2, 5.0, "y")])
+        # The statement failed as a whole: the row that passed is unchanged too
+        # (a cluster's statement is atomic per node only, until a later issue).
+        if self.local:
+            self.assertEqual(self.orders(), [(1, 1, 0.0, "x"), (1, 2, 5.0, "y")])
         self.assert_sql_error(self.conn, "INSERT INTO accounts(account_id, customer_id, iban, balance) "
                               "VALUES (1, 1, 'a', -101)", "CHECK constraint failed: balance >= -100",
                               sqlite3.IntegrityError)
@@ -494,6 +510,8 @@ class WriteTest(TablesTestCase):
         rows = ", ".join("(1, %d, 1, 'new')" % c for c in range(1, 30))
         self.assert_sql_error(self.conn, "INSERT INTO orders VALUES %s, (1, 100, 2, 'dup')" % rows,
                               "UNIQUE constraint failed", sqlite3.IntegrityError)
+        if not self.local:
+            return  # a cluster's statement is atomic per node only, until a later issue
         self.assertEqual(self.orders(), [(1, 100, 1.0, "x")])
         self.assertEqual(sum(b["records"] for b in self.buckets(self.conn)), 1)
 
@@ -505,7 +523,8 @@ class WriteTest(TablesTestCase):
         self.conn.execute("INSERT INTO customers VALUES (1, 'ann', 'se')")
         self.conn.execute("INSERT OR IGNORE INTO customers VALUES (1, 'bob', 'fr')")
         self.assertEqual(self.conn.execute("SELECT * FROM customers").fetchall(), [(1, "ann", "se")])
-        self.assertEqual(sum(b["records"] for b in self.buckets(self.conn)), 4)
+        if self.local:  # bucket record counts are a local store's
+            self.assertEqual(sum(b["records"] for b in self.buckets(self.conn)), 4)
 
     def test_insert_or_replace(self):
         self.conn.execute("INSERT INTO orders VALUES (1, 1, 1, 'a'), (1, 2, 2, 'b')")
@@ -515,15 +534,20 @@ class WriteTest(TablesTestCase):
         self.conn.execute("INSERT INTO accounts(account_id, customer_id, iban) VALUES (1, 5, 'A'), (2, 5, 'B')")
         self.conn.execute("INSERT OR REPLACE INTO accounts(account_id, customer_id, iban) VALUES (2, 5, 'A')")
         self.assertEqual(self.conn.execute("SELECT account_id, iban FROM accounts").fetchall(), [(2, "A")])
-        self.assertEqual(sum(b["records"] for b in self.buckets(self.conn)), 4)
+        if self.local:  # bucket record counts are a local store's
+            self.assertEqual(sum(b["records"] for b in self.buckets(self.conn)), 4)
         # Still a CHECK failure: REPLACE resolves uniqueness only.
         self.assert_sql_error(self.conn, "INSERT OR REPLACE INTO orders VALUES (1, 1, -1, 'x')",
                               "CHECK constraint failed: total >= 0", sqlite3.IntegrityError)
 
     def two_customers_in_different_buckets(self):
         """Customers 1..n inserted one at a time; returns two ids in different
-        buckets and the owners map."""
+        buckets and the owners map (None on a cluster, whose buckets are not
+        seen: 1 and 2, almost surely in different buckets of its 4096 slots)."""
         ids = list(range(1, 17))
+        if not self.local:
+            self.conn.executemany("INSERT INTO customers VALUES (?, ?, ?)", [(i, "c%d" % i, "se") for i in ids])
+            return 1, 2, None
         owners = dict(zip(ids, self.owners(self.conn, "customers", [(i, "c%d" % i, "se") for i in ids], "?, ?, ?")))
         a = ids[0]
         b = next(i for i in ids if owners[i] != owners[a])
@@ -533,7 +557,7 @@ class WriteTest(TablesTestCase):
         a, b, owners = self.two_customers_in_different_buckets()
         self.conn.executemany("INSERT INTO orders VALUES (?, ?, ?, ?)",
                               [(1, a, 1, "a1"), (2, a, 2, "a2"), (1, b, 3, "b1")])
-        before = self.records_by_bucket(self.conn)
+        before = self.records_by_bucket(self.conn) if self.local else None
         # Move order (a, 2) to customer b: another bucket.
         self.conn.execute("UPDATE orders SET customer_id = ? WHERE customer_id = ? AND order_id = 2", (b, a))
         self.assertEqual(self.conn.execute("SELECT order_id, total, placed_at FROM orders WHERE customer_id = ? "
@@ -541,18 +565,26 @@ class WriteTest(TablesTestCase):
         self.assertEqual(self.conn.execute("SELECT order_id FROM orders WHERE customer_id = ?", (a,)).fetchall(),
                          [(1,)])
         self.assertEqual(self.conn.execute("SELECT count(*) FROM orders").fetchone(), (3,))
-        after = self.records_by_bucket(self.conn)
-        self.assertEqual(after[owners[a]], before[owners[a]] - 1)
-        self.assertEqual(after[owners[b]], before[owners[b]] + 1)
-        # In the bucket files themselves.
-        paths = {x["bucket"]: x["path"] for x in self.buckets(self.conn)}
-        self.assertIn((b, 2), bucket_table_rows(self.root, paths[owners[b]], "c_orders", "customer_id, order_id"))
-        self.assertNotIn((a, 2), bucket_table_rows(self.root, paths[owners[a]], "c_orders", "customer_id, order_id"))
-        # A fresh connection finds it where it belongs, in one bucket.
         fresh = self.connect()
         self.create_issue_tables(fresh, plain=False)
-        rows, visits = self.visits(fresh, "SELECT total FROM orders WHERE customer_id = ? AND order_id = 2", (b,))
-        self.assertEqual((rows, visits), ([(2.0,)], 1))
+        if not self.local:
+            # Bucket record counts, files and visits are a local store's.
+            self.assertEqual(fresh.execute("SELECT total FROM orders WHERE customer_id = ? AND order_id = 2",
+                                           (b,)).fetchall(), [(2.0,)])
+        else:
+            after = self.records_by_bucket(self.conn)
+            self.assertEqual(after[owners[a]], before[owners[a]] - 1)
+            self.assertEqual(after[owners[b]], before[owners[b]] + 1)
+            # In the bucket files themselves.
+            paths = {x["bucket"]: x["path"] for x in self.buckets(self.conn)}
+            self.assertIn((b, 2), bucket_table_rows(self.root, paths[owners[b]], "c_orders",
+                                                    "customer_id, order_id"))
+            self.assertNotIn((a, 2), bucket_table_rows(self.root, paths[owners[a]], "c_orders",
+                                                       "customer_id, order_id"))
+            # A fresh connection finds it where it belongs, in one bucket.
+            rows, visits = self.visits(fresh, "SELECT total FROM orders WHERE customer_id = ? AND order_id = 2",
+                                       (b,))
+            self.assertEqual((rows, visits), ([(2.0,)], 1))
         self.assertEqual(fresh.execute("SELECT total FROM orders WHERE customer_id = ? AND order_id = 2",
                                        (a,)).fetchall(), [])
 
@@ -567,8 +599,11 @@ class WriteTest(TablesTestCase):
                                                "ORDER BY order_id", (c + 1000,)).fetchall(),
                              [(1, c + 1.0), (2, c + 2.0)])
             self.assertEqual(self.conn.execute("SELECT * FROM orders WHERE customer_id = ?", (c,)).fetchall(), [])
-        self.assertEqual(sum(b["records"] for b in self.buckets(self.conn)), 80)
+        if self.local:  # bucket record counts are a local store's
+            self.assertEqual(sum(b["records"] for b in self.buckets(self.conn)), 80)
 
+    # The failed move's delete and insert may be on two nodes: atomic per node only, until a later issue.
+    @local_only("a statement is not atomic across cluster nodes yet")
     def test_shard_key_update_onto_an_existing_row(self):
         a, b, _ = self.two_customers_in_different_buckets()
         self.conn.executemany("INSERT INTO orders VALUES (?, ?, ?, ?)", [(1, a, 1, "from a"), (1, b, 2, "at b")])
@@ -600,10 +635,11 @@ class WriteTest(TablesTestCase):
     def test_update_of_other_columns_in_place(self):
         self.conn.executemany("INSERT INTO orders VALUES (?, ?, ?, ?)",
                               [(j, c, c, "p") for c in range(1, 21) for j in range(1, 4)])
-        before = self.records_by_bucket(self.conn)
+        before = self.records_by_bucket(self.conn) if self.local else None
         self.conn.execute("UPDATE orders SET total = total * 2, placed_at = 'u' || order_id WHERE order_id = 2")
         self.conn.execute("UPDATE orders SET order_id = order_id + 10 WHERE customer_id = 7")
-        self.assertEqual(self.records_by_bucket(self.conn), before)
+        if self.local:  # bucket record counts are a local store's
+            self.assertEqual(self.records_by_bucket(self.conn), before)
         self.assertEqual(self.conn.execute("SELECT count(*), sum(total) FROM orders").fetchone(),
                          (60, 3 * 210 + 210.0))
         self.assertEqual(self.conn.execute("SELECT order_id, total, placed_at FROM orders WHERE customer_id = 7 "
@@ -625,10 +661,12 @@ class WriteTest(TablesTestCase):
                          len(expected))
         self.assertEqual(sorted(self.conn.execute("SELECT order_id, customer_id FROM orders").fetchall()),
                          sorted(expected))
-        self.assertEqual(sum(b["records"] for b in self.buckets(self.conn)), len(expected))
+        if self.local:  # bucket record counts are a local store's
+            self.assertEqual(sum(b["records"] for b in self.buckets(self.conn)), len(expected))
         self.conn.execute("DELETE FROM orders")
         self.assertEqual(self.conn.execute("SELECT count(*) FROM orders").fetchone(), (0,))
-        self.assertEqual(sum(b["records"] for b in self.buckets(self.conn)), 0)
+        if self.local:
+            self.assertEqual(sum(b["records"] for b in self.buckets(self.conn)), 0)
 
 
 class SplitTest(TablesTestCase):
@@ -773,20 +811,26 @@ class PushdownTest(TablesTestCase):
         for template, expected, order in self.CASES:
             with self.subTest(sql=template):
                 sql = template.format(orders="orders", customers="customers")
-                self.assert_plan(conn, sql, expected)
+                if self.local:  # the plan text names a local store's buckets
+                    self.assert_plan(conn, sql, expected)
                 self.assert_same_result(conn, template, order=order, limited=self.limited(template))
 
     def test_parameters_give_the_same_plans(self):
         conn = self.issue_store()
+        if self.local:  # the plan text names a local store's buckets
+            self.assert_same_plans_with_parameters(conn)
+        self.assert_same_result(conn, "SELECT placed_at, customer_id, order_id FROM {orders} WHERE total > ? "
+                                "ORDER BY placed_at, customer_id, order_id LIMIT ? OFFSET ?", (1, 5, 3), order="total")
+
+    def assert_same_plans_with_parameters(self, conn):
         self.assert_plan(conn, "SELECT * FROM orders WHERE customer_id = ?", "route customer_id=: one bucket", (7,))
         self.assert_plan(conn, "SELECT * FROM orders WHERE customer_id IN (?, ?)",
                          "route customer_id IN: owning buckets only", (7, 8))
         self.assert_plan(conn, "SELECT * FROM orders WHERE total > ? ORDER BY placed_at LIMIT ? OFFSET ?",
                          "scan all buckets; where total > ?; order by placed_at: merged; limit+offset per bucket",
                          (1, 2, 3))
-        self.assert_same_result(conn, "SELECT placed_at, customer_id, order_id FROM {orders} WHERE total > ? "
-                                "ORDER BY placed_at, customer_id, order_id LIMIT ? OFFSET ?", (1, 5, 3), order="total")
 
+    @local_only("EXPLAIN QUERY PLAN text names a local store's buckets")
     def test_writes_use_the_same_routing(self):
         conn = self.issue_store()
         self.assert_plan(conn, "UPDATE orders SET total = 1 WHERE customer_id = 7", "route customer_id=: one bucket")
@@ -795,6 +839,7 @@ class PushdownTest(TablesTestCase):
         self.assert_plan(conn, "DELETE FROM orders WHERE placed_at IS NULL",
                          "scan all buckets; where placed_at IS NULL")
 
+    @local_only("bucket visits are counted by a local store")
     def test_routed_queries_visit_only_owning_buckets(self):
         conn = self.issue_store()
         fresh = self.connect()
@@ -838,7 +883,7 @@ class CollationTest(TablesTestCase):
         conn = self.connect()
         definition = "id INTEGER PRIMARY KEY, name TEXT COLLATE NOCASE, n INTEGER"
         conn.execute("CREATE VIRTUAL TABLE t USING aerials(%s, shard_key=id, %s)"
-                     % (module_arguments(self.root, initial_buckets=8), definition))
+                     % (self.table_args(initial_buckets=8), definition))
         conn.execute("CREATE TABLE p_t(%s)" % definition)
         rows = [(i, name, i % 3) for i, name in enumerate(["Apple", "apple", "APPLE", "b", "B", "abc", "ABC", "c",
                                                            "Äpfel", "äpfel", None], start=1)]
@@ -878,7 +923,7 @@ class MergeOrderTest(TablesTestCase):
         super().setUp()
         self.conn = self.connect()
         self.conn.execute("CREATE VIRTUAL TABLE t USING aerials(%s, shard_key=k, %s)"
-                          % (module_arguments(self.root, initial_buckets=16), self.DEFINITION))
+                          % (self.table_args(initial_buckets=16), self.DEFINITION))
         self.conn.execute("CREATE TABLE p_t(%s)" % self.DEFINITION)
         rows = []
         for i in range(600):
@@ -890,8 +935,9 @@ class MergeOrderTest(TablesTestCase):
         for table in ("t", "p_t"):
             self.conn.executemany("INSERT INTO %s VALUES (?, ?, ?, ?, ?, ?)" % table, rows)
         self.rows = rows
-        # Every bucket holds rows.
-        self.assertTrue(all(b["records"] > 0 for b in self.buckets(self.conn)))
+        # Every bucket holds rows (bucket record counts are a local store's).
+        if self.local:
+            self.assertTrue(all(b["records"] > 0 for b in self.buckets(self.conn)))
 
     ORDERS = [
         "x", "x DESC", "y", "y DESC", "z", "z DESC", "r", "r DESC", "k", "id DESC",
@@ -905,8 +951,9 @@ class MergeOrderTest(TablesTestCase):
             with self.subTest(order=order):
                 self.assert_same_result(self.conn, "SELECT typeof(x), x, typeof(y), y, z, r, k, id FROM {t} "
                                         "ORDER BY %s, id" % order, order="total")
-                self.assert_plan(self.conn, "SELECT * FROM t ORDER BY %s, id" % order,
-                                 "scan all buckets; order by %s, id: merged" % order)
+                if self.local:  # the plan text names a local store's buckets
+                    self.assert_plan(self.conn, "SELECT * FROM t ORDER BY %s, id" % order,
+                                     "scan all buckets; order by %s, id: merged" % order)
 
     def test_orders_with_ties_equal_in_their_keys(self):
         for order in self.ORDERS:
@@ -953,7 +1000,7 @@ class LimitTest(TablesTestCase):
         super().setUp()
         self.conn = self.connect()
         self.conn.execute("CREATE VIRTUAL TABLE t USING aerials(%s, shard_key=k, %s)"
-                          % (module_arguments(self.root, initial_buckets=8), self.DEFINITION))
+                          % (self.table_args(initial_buckets=8), self.DEFINITION))
         self.conn.execute("CREATE TABLE p_t(%s)" % self.DEFINITION)
         self.n = 300
         rows = [(i % 41, i, MIXED_VALUES[i % len(MIXED_VALUES)], None if i % 7 == 0 else i % 11)
@@ -1015,9 +1062,11 @@ class LimitTest(TablesTestCase):
 
     def test_limit_stops_reading_early(self):
         # ORDER BY id LIMIT 3 reads at most 3 rows from each of the 8 buckets
-        # (the plan says so): check through the plan and the result.
-        self.assert_plan(self.conn, "SELECT * FROM t ORDER BY id LIMIT 3",
-                         "scan all buckets; order by id: merged; limit per bucket")
+        # (the plan says so): check through the plan and the result (the plan
+        # text, naming a local store's buckets, on a local store only).
+        if self.local:
+            self.assert_plan(self.conn, "SELECT * FROM t ORDER BY id LIMIT 3",
+                             "scan all buckets; order by id: merged; limit per bucket")
         self.assertEqual(self.conn.execute("SELECT id FROM t ORDER BY id LIMIT 3").fetchall(), [(0,), (1,), (2,)])
 
 
@@ -1031,10 +1080,11 @@ class KeyValueOrderAndLimitTest(TablesTestCase):
         rows = [(i % 30, "s%d" % (i // 30), MIXED_VALUES[i % len(MIXED_VALUES)]) for i in range(120)]
         for table in ("kv", "p_kv"):
             conn.executemany("INSERT INTO %s(key, subkey, value) VALUES (?, ?, ?)" % table, rows)
-        self.assert_plan(conn, "SELECT * FROM kv ORDER BY value DESC, key, subkey LIMIT 5 OFFSET 2",
-                         "scan all buckets; order by value DESC, key, subkey: merged; limit+offset per bucket")
-        self.assert_plan(conn, "SELECT * FROM kv WHERE key = 3 ORDER BY subkey DESC",
-                         "route key=: one bucket; order by subkey DESC in the bucket")
+        if self.local:  # the plan text names a local store's buckets
+            self.assert_plan(conn, "SELECT * FROM kv ORDER BY value DESC, key, subkey LIMIT 5 OFFSET 2",
+                             "scan all buckets; order by value DESC, key, subkey: merged; limit+offset per bucket")
+            self.assert_plan(conn, "SELECT * FROM kv WHERE key = 3 ORDER BY subkey DESC",
+                             "route key=: one bucket; order by subkey DESC in the bucket")
         for clause in ("", " LIMIT 5", " LIMIT 5 OFFSET 2", " LIMIT 0", " LIMIT 10 OFFSET 115", " LIMIT -1",
                        " LIMIT -1 OFFSET 3"):
             for template in ("SELECT value, key, subkey FROM {kv} ORDER BY value DESC, key, subkey" + clause,
@@ -1077,6 +1127,7 @@ class JoinTest(TablesTestCase):
             with self.subTest(sql=template):
                 self.assert_same_result(conn, template, order=order, limited="LIMIT" in template)
 
+    @local_only("plan text and bucket visits are a local store's")
     def test_shard_key_join_touches_one_bucket(self):
         conn = self.issue_store()
         for key in (7, 9, 23):
@@ -1109,6 +1160,7 @@ class JoinTest(TablesTestCase):
                                       "WHERE c.customer_id = 7")
         self.assertEqual(visits, 2)
 
+    @local_only("plan text and bucket visits are a local store's")
     def test_join_over_all_buckets_routes_the_inner_table(self):
         conn = self.issue_store()
         details = self.plan_details(conn, "SELECT * FROM customers c JOIN orders o USING(customer_id)")
@@ -1130,7 +1182,7 @@ class JoinTest(TablesTestCase):
         # comparison must follow the same affinity rules as in a plain table
         # whichever table is scanned first.
         conn = self.connect()
-        args = module_arguments(self.root, initial_buckets=8)
+        args = self.table_args(initial_buckets=8)
         for name, definition in (("a", "k INTEGER, t TEXT, n INTEGER, b"), ("b", "k INTEGER, t TEXT, n INTEGER, b")):
             conn.execute("CREATE VIRTUAL TABLE %s USING aerials(%s, shard_key=k, %s)" % (name, args, definition))
             conn.execute("CREATE TABLE p_%s(%s)" % (name, definition))
