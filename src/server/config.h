@@ -23,7 +23,9 @@ struct ServerConfig {
     int keep_alive_timeout_s = 5;
     int keep_alive_max = 1000;
     int peer_timeout_ms = 5000;
-    int max_open = 32;
+    // A new store's 64 buckets stay open for every worker, so that a scan does
+    // not reopen files (the node raises its descriptor limit to fit).
+    int max_open = 96;
     int join_retries = 50;  // attempts, 200 ms apart, while the seed is not up yet
 };
 

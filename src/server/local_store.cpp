@@ -133,6 +133,15 @@ void Session::define(const std::string& name, const std::string& shard_key, cons
     if (name.rfind("aerials_", 0) == 0) throw cluster::WireError("collection names starting with aerials_ are reserved");
     if (definitions.empty()) throw cluster::WireError("a collection needs at least one column definition");
     check_definitions(definitions);
+    // Defined again (every client sends the definition when it connects):
+    // the store checks it against the recorded one when the table is made
+    // anew. Dropping the temp table drops its SQL face only, not the rows.
+    if (auto had = tables_.find(name); had != tables_.end()) {
+        statements_.clear();  // cached statements may name the table
+        db_.exec("DROP TABLE " + had->second);
+        tables_.erase(had);
+        columns_.erase(name);
+    }
     std::string sql = "CREATE VIRTUAL TABLE temp." + store::quote_identifier(name) + " USING aerials(" + module_args() +
                       ", shard_key=" + store::quote_identifier(shard_key);
     for (const std::string& d : definitions) sql += ", " + d;

@@ -9,6 +9,10 @@
 #include <sys/statvfs.h>
 
 #include <csignal>
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <iostream>
 #include <thread>
@@ -69,6 +73,31 @@ std::string join_cluster(const ServerConfig& config, ClusterState& cluster, cons
 
 }  // namespace
 
+// Every worker connection may keep max_open bucket files open (about three
+// descriptors each: file, WAL, shm), plus the sockets. The soft limit is
+// raised to the hard one as far as needed; if that is not enough, max_open is
+// lowered and the log says so, rather than failing opens under load.
+void fit_descriptor_limit(ServerConfig& config) {
+    struct rlimit limit {};
+    if (getrlimit(RLIMIT_NOFILE, &limit) != 0) return;
+    // Workers, plus the extra sessions a busy node makes, plus the pool's threads.
+    rlim_t sessions = static_cast<rlim_t>(config.threads) + 4;
+    rlim_t wanted = sessions * static_cast<rlim_t>(config.max_open) * 3 + static_cast<rlim_t>(config.queue) + 256;
+    if (limit.rlim_cur < wanted) {
+        limit.rlim_cur = std::min(wanted, limit.rlim_max);
+        setrlimit(RLIMIT_NOFILE, &limit);
+        getrlimit(RLIMIT_NOFILE, &limit);
+    }
+    if (limit.rlim_cur < wanted) {
+        rlim_t spare = limit.rlim_cur > 256 + static_cast<rlim_t>(config.queue) ? limit.rlim_cur - 256 - static_cast<rlim_t>(config.queue) : 0;
+        int fitting = static_cast<int>(std::max<rlim_t>(2, spare / (sessions * 3)));
+        std::fprintf(stderr,
+                     "{\"event\":\"max_open_lowered\",\"from\":%d,\"to\":%d,\"nofile\":%llu}\n",
+                     config.max_open, fitting, static_cast<unsigned long long>(limit.rlim_cur));
+        config.max_open = fitting;
+    }
+}
+
 int main(int argc, char** argv) {
     ServerConfig config;
     if (std::optional<int> exit_code = parse_config(argc, argv, config)) return *exit_code;
@@ -95,6 +124,7 @@ int main(int argc, char** argv) {
         std::filesystem::create_directories(config.root);
         config.root = std::filesystem::canonical(config.root).string();
 
+        fit_descriptor_limit(config);
         LocalStore store(config.root, config.max_open);
         PeerClient peers(token, std::chrono::milliseconds(config.peer_timeout_ms));
         Metrics metrics;

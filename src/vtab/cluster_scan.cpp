@@ -83,7 +83,7 @@ ClusterScan::ClusterScan(cluster::ClusterClient& client, const store::Collection
     advance();
     while (!eof_ && skip_ > 0) {
         --skip_;
-        advance();
+        next();
     }
 }
 
@@ -109,9 +109,12 @@ void ClusterScan::start(sqlite3_value** args, int argc) {
         slot_of_column_[static_cast<size_t>(column)] = static_cast<int>(columns.size());
         columns.push_back(column == pk ? std::string("_pk") : names[static_cast<size_t>(column)]);
     };
-    for (int c = 0; c <= pk; ++c) {
+    for (int c = 0; c < pk; ++c) {
         if (plan_.columns_used & (uint64_t{1} << std::min(c, 63))) want(c);
     }
+    // Always: UPDATE and DELETE read the row's _pk without SQLite counting
+    // it in colUsed.
+    want(pk);
     order_slots_.clear();
     json order = json::array();
     for (const OrderTerm& o : plan_.order) {
@@ -119,7 +122,6 @@ void ClusterScan::start(sqlite3_value** args, int argc) {
         order_slots_.push_back(slot_of_column_[static_cast<size_t>(o.column)]);
         order.push_back({{"column", names[static_cast<size_t>(o.column)]}, {"desc", o.desc}});
     }
-    if (columns.empty()) want(collection_.shard_column);  // count(*): any column, one per row
 
     json where = json::array();
     for (const PushedTerm& t : plan_.terms) {

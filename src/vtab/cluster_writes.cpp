@@ -1,5 +1,6 @@
 #include "vtab/cluster_writes.h"
 
+#include <algorithm>
 #include <map>
 
 #include "cluster/wire_values.h"
@@ -80,53 +81,54 @@ int ClusterWrites::add(cluster::ClusterClient& client, const store::Collection& 
                          {"row", row}}});
         return SQLITE_OK;
     }
-    // The new shard key lives on another node: insert there, delete here.
-    // OR IGNORE cannot be honoured across nodes (whether the insert was
-    // skipped is known only at commit, after the delete was decided), so it
-    // fails on a conflict instead of deleting a row that was not moved.
-    std::string mode = on_conflict == SQLITE_REPLACE ? "replace" : "insert";
-    ops_.push_back({new_hash, {{"op", "insert"}, {"mode", mode}, {"columns", columns}, {"row", row}}});
-    ops_.push_back({old_hash, {{"op", "delete"}, {"pk", pk_wire(argv[0])}}});
+    // The new shard key lives on another node: insert there, then (once the
+    // insert is known to have written the row) delete here.
+    ops_.push_back({new_hash, {{"op", "insert"}, {"mode", insert_mode(on_conflict)}, {"columns", columns}, {"row", row}}});
+    ops_.push_back({old_hash, {{"op", "delete"}, {"pk", pk_wire(argv[0])}}, static_cast<int64_t>(ops_.size() - 1)});
     return SQLITE_OK;
 }
 
-void ClusterWrites::flush(cluster::ClusterClient& client, const store::Collection& c, const std::string& table_name) {
-    std::vector<Op> pending = std::move(ops_);
-    clear();
-    std::vector<std::string> committed;
+std::string ClusterWrites::send(cluster::ClusterClient& client, const store::Collection& c, std::vector<Op>& all,
+                                std::vector<size_t> pending, std::vector<int64_t>& changes,
+                                std::vector<std::string>& committed, int& failure_code) {
     std::string failure;
-    int failure_code = SQLITE_ERROR;
     for (int attempt = 0; !pending.empty(); ++attempt) {
         // Grouped by the owner under the current map, in statement order.
-        std::map<std::string, std::vector<Op*>> by_node;
-        for (Op& op : pending) by_node[client.owner_of(op.hash).id].push_back(&op);
+        std::map<std::string, std::vector<size_t>> by_node;
+        for (size_t i : pending) by_node[client.owner_of(all[i].hash).id].push_back(i);
         std::vector<std::unique_ptr<cluster::Exchange>> exchanges;
-        std::vector<std::vector<Op*>*> groups;
+        std::vector<const std::vector<size_t>*> groups;
         std::vector<cluster::Exchange*> running;
         for (auto& [node_id, ops] : by_node) {
             json batch = {{"collection", c.key_value ? std::string("") : c.name}, {"ops", json::array()}};
-            for (Op* op : ops) batch["ops"].push_back(op->body);
+            for (size_t i : ops) batch["ops"].push_back(all[i].body);
             exchanges.push_back(client.post(*client.map().node(node_id), "/v1/rows/batch", batch));
             groups.push_back(&ops);
             running.push_back(exchanges.back().get());
         }
         client.http().run_all(running);
-        std::vector<Op> again;
-        for (size_t i = 0; i < exchanges.size(); ++i) {
+        std::vector<size_t> again;
+        for (size_t g = 0; g < exchanges.size(); ++g) {
+            const std::vector<size_t>& ops = *groups[g];
             try {
-                client.answer_of(*exchanges[i]);
-                committed.push_back(exchanges[i]->address());
+                json answer = client.answer_of(*exchanges[g]);
+                const json* results = cluster::optional_field(answer, "results");
+                for (size_t k = 0; k < ops.size(); ++k) {
+                    const json* r = results && results->is_array() && k < results->size() ? &(*results)[k] : nullptr;
+                    changes[ops[k]] = r && r->is_object() ? cluster::integer_field(*r, "changes", 0) : 0;
+                }
+                committed.push_back(exchanges[g]->address());
             } catch (const cluster::StaleRoute& e) {
                 // Nothing of this batch ran: route it again under the new map.
                 if (attempt >= client.settings().retries) {
                     failure += std::string(failure.empty() ? "" : "; ") + e.what();
                 } else {
-                    for (Op* op : *groups[i]) again.push_back(std::move(*op));
+                    again.insert(again.end(), ops.begin(), ops.end());
                 }
             } catch (const cluster::NodeError& e) {
                 if (e.code == "not_found" && !c.key_value && attempt < client.settings().retries) {
                     define_on_all_nodes(client, c);
-                    for (Op* op : *groups[i]) again.push_back(std::move(*op));
+                    again.insert(again.end(), ops.begin(), ops.end());
                     continue;
                 }
                 failure += std::string(failure.empty() ? "" : "; ") + e.what();
@@ -135,9 +137,39 @@ void ClusterWrites::flush(cluster::ClusterClient& client, const store::Collectio
                 failure += std::string(failure.empty() ? "" : "; ") + e.what();
             }
         }
+        std::sort(again.begin(), again.end());
         pending = std::move(again);
     }
+    return failure;
+}
+
+void ClusterWrites::flush(cluster::ClusterClient& client, const store::Collection& c, const std::string& table_name) {
+    std::vector<Op> all = std::move(ops_);
+    clear();
+    if (all.empty()) return;
+    std::vector<int64_t> changes(all.size(), 0);
+    std::vector<std::string> committed;
+    int failure_code = SQLITE_ERROR;
+    std::vector<size_t> first, moves;
+    for (size_t i = 0; i < all.size(); ++i) (all[i].after_insert < 0 ? first : moves).push_back(i);
+    std::string failure = send(client, c, all, first, changes, committed, failure_code);
+    if (failure.empty() && !moves.empty()) {
+        std::vector<size_t> deletes;
+        for (size_t i : moves) {
+            if (changes[static_cast<size_t>(all[i].after_insert)] > 0) deletes.push_back(i);
+        }
+        failure = send(client, c, all, deletes, changes, committed, failure_code);
+    }
     if (failure.empty()) return;
+    // A node's constraint message as SQLite's own: without the batch position
+    // and the code the node appends.
+    if (failure_code == SQLITE_CONSTRAINT) {
+        if (failure.rfind("ops[", 0) == 0 && failure.find("]: ") != std::string::npos) failure.erase(0, failure.find("]: ") + 3);
+        if (size_t paren = failure.rfind(" ("); paren != std::string::npos && failure.back() == ')' &&
+            failure.find_first_not_of("0123456789", paren + 2) == failure.size() - 1) {
+            failure.erase(paren);
+        }
+    }
     // The nodes' messages name their own table, which has the collection's name.
     std::string own = (c.key_value ? std::string("aerials_kv") : c.name) + ".";
     for (size_t at = failure.find(own); at != std::string::npos; at = failure.find(own, at + table_name.size() + 1)) {

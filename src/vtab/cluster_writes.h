@@ -44,7 +44,16 @@ private:
     struct Op {
         store::Hash hash;  // routes the operation
         nlohmann::json body;
+        // The delete half of a row moved to another node: sent only after
+        // every batch committed, and only if the insert half (this index in
+        // ops_) changed a row. A refused or ignored move deletes nothing.
+        int64_t after_insert = -1;
     };
+    // Sends `ops` (indexes into `all`) as one batch per owning node; records
+    // each op's changes. Returns the nodes' failures ("" when none).
+    std::string send(cluster::ClusterClient& client, const store::Collection& collection, std::vector<Op>& all,
+                     std::vector<size_t> ops, std::vector<int64_t>& changes, std::vector<std::string>& committed,
+                     int& failure_code);
     std::vector<Op> ops_;
     std::vector<size_t> marks_;  // buffer size at each open savepoint level
 };

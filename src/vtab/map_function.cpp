@@ -75,6 +75,7 @@ int map_connect(sqlite3* db, void* aux, int argc, const char* const* argv, sqlit
             for (int i = 0; i < kGenericColumns; ++i) schema += "c" + std::to_string(i) + ", ";
         } else {
             table->function = false;
+            ClusterArgs cluster;
             for (int i = 3; i < argc; ++i) {
                 std::string arg = argv[i];
                 size_t eq = arg.find('=');
@@ -86,12 +87,23 @@ int map_connect(sqlite3* db, void* aux, int argc, const char* const* argv, sqlit
                     table->root = value;
                 } else if (name == "sql") {
                     table->sql = value;
+                } else if (name == "cluster") {
+                    cluster.url = value;
+                } else if (name == "token_file") {
+                    cluster.token_file = value;
                 } else {
-                    throw std::invalid_argument("unknown argument '" + name + "' (known: root, sql)");
+                    throw std::invalid_argument("unknown argument '" + name + "' (known: root, cluster, token_file, sql)");
                 }
             }
+            if (!cluster.url.empty()) {
+                // On a cluster: its URL stands where the root would.
+                if (!table->root.empty()) throw std::invalid_argument("give root or cluster, not both");
+                if (cluster.token_file.empty()) throw std::invalid_argument("cluster needs token_file");
+                context->cluster_for(cluster);
+                table->root = cluster.url;
+            }
             if (table->root.empty() || table->sql.empty()) {
-                throw std::invalid_argument("give root='...' and sql='SELECT ...'");
+                throw std::invalid_argument("give root='...' (or cluster='http://...', token_file='...') and sql='SELECT ...'");
             }
             std::vector<std::string> names;
             if (ConnectionContext::is_cluster_url(table->root)) {
