@@ -4,6 +4,9 @@
 // libcurl connections; the same workload on one plain SQLite file (WAL, the
 // same synchronous setting, one connection per thread) in the same run.
 //
+// Phases c and d run the same workload through the extension's cluster table
+// (SQL in the bench's own process, the path an application takes).
+//
 //   build/bench_cluster [--threads 8] [--seconds 5] [--value-size 4096] [--quick]
 //                       [--aerialsd build/aerialsd] [--dir /tmp] [--synchronous FULL|NORMAL] [--keep]
 //
@@ -247,7 +250,75 @@ struct Router {
     }
 };
 
-std::pair<Phase, Phase> run_cluster(const Options& o, const bench::fs::path& dir, int64_t* written) {
+// The same workload through the extension, as an application uses it: each
+// thread its own SQLite connection with a cluster table, one prepared INSERT
+// OR REPLACE (an autocommit statement: one batch to the owner) and one SELECT.
+std::pair<Phase, Phase> run_sql_client(const Options& o, const bench::fs::path& dir, const std::string& seed) {
+    std::string extension = (bench::executable_dir() / "aerials.so").string();
+    struct Client {
+        sqlite3* db = nullptr;
+        sqlite3_stmt* put = nullptr;
+        sqlite3_stmt* get = nullptr;
+    };
+    std::vector<Client> clients(static_cast<size_t>(o.threads));
+    for (Client& c : clients) {
+        if (sqlite3_open(":memory:", &c.db) != SQLITE_OK) throw std::runtime_error("cannot open a connection");
+        sqlite3_enable_load_extension(c.db, 1);
+        char* error = nullptr;
+        if (sqlite3_load_extension(c.db, extension.c_str(), nullptr, &error) != SQLITE_OK) {
+            std::string message = error ? error : "?";
+            sqlite3_free(error);
+            throw std::runtime_error("cannot load " + extension + ": " + message);
+        }
+        std::string create = "CREATE VIRTUAL TABLE temp.kv USING aerials(cluster='http://" + seed + "', token_file='" +
+                             (dir / "token").string() + "')";
+        if (sqlite3_exec(c.db, create.c_str(), nullptr, nullptr, &error) != SQLITE_OK) {
+            std::string message = error ? error : "?";
+            sqlite3_free(error);
+            throw std::runtime_error(message);
+        }
+        sqlite3_prepare_v2(c.db, "INSERT OR REPLACE INTO kv(key, value) VALUES (?1, ?2)", -1, &c.put, nullptr);
+        sqlite3_prepare_v2(c.db, "SELECT value FROM kv WHERE key = ?1", -1, &c.get, nullptr);
+    }
+    std::vector<int64_t> per_thread(static_cast<size_t>(o.threads), 0);
+    std::string value = random_value(o.value_size, 2);
+    Phase writes = run_phase(o.threads, o.seconds, [&](int t, int64_t i) {
+        Client& c = clients[static_cast<size_t>(t)];
+        std::string key = "s" + key_of(t, i);
+        sqlite3_bind_text(c.put, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
+        sqlite3_bind_blob(c.put, 2, value.data(), static_cast<int>(value.size()), SQLITE_STATIC);
+        if (sqlite3_step(c.put) != SQLITE_DONE) throw std::runtime_error(std::string("sql put: ") + sqlite3_errmsg(c.db));
+        sqlite3_reset(c.put);
+        per_thread[static_cast<size_t>(t)] = i + 1;
+    });
+    Phase reads = run_phase(o.threads, o.seconds, [&](int t, int64_t) {
+        thread_local std::mt19937_64 random(static_cast<uint64_t>(t) * 104729 + 3);
+        Client& c = clients[static_cast<size_t>(t)];
+        int owner = static_cast<int>(random() % static_cast<uint64_t>(o.threads));
+        int64_t n = per_thread[static_cast<size_t>(owner)];
+        std::string key = "s" + key_of(owner, n ? static_cast<int64_t>(random() % static_cast<uint64_t>(n)) : 0);
+        sqlite3_bind_text(c.get, 1, key.data(), static_cast<int>(key.size()), SQLITE_TRANSIENT);
+        int rc = sqlite3_step(c.get);
+        if (rc == SQLITE_ROW && sqlite3_column_bytes(c.get, 0) != static_cast<int>(o.value_size)) {
+            throw std::runtime_error("sql get " + key + ": wrong value");
+        }
+        if (rc != SQLITE_ROW && rc != SQLITE_DONE) throw std::runtime_error(std::string("sql get: ") + sqlite3_errmsg(c.db));
+        if (n && rc != SQLITE_ROW) throw std::runtime_error("sql get " + key + ": value missing");
+        sqlite3_reset(c.get);
+    });
+    for (Client& c : clients) {
+        sqlite3_finalize(c.put);
+        sqlite3_finalize(c.get);
+        sqlite3_close(c.db);
+    }
+    return {writes, reads};
+}
+
+struct ClusterPhases {
+    Phase writes, reads, sql_writes, sql_reads;
+};
+
+ClusterPhases run_cluster(const Options& o, const bench::fs::path& dir, int64_t* written) {
     ClusterProcesses cluster(o, dir);
     Http setup;
     if (setup.request("http://" + cluster.nodes()[0].address + "/v1/cluster/map", nullptr, 0) != 200) {
@@ -284,7 +355,8 @@ std::pair<Phase, Phase> run_cluster(const Options& o, const bench::fs::path& dir
         if (n && http.body().size() < o.value_size) throw std::runtime_error("get " + key + ": value missing");
         (void)i;
     });
-    return {writes, reads};
+    auto [sql_writes, sql_reads] = run_sql_client(o, dir, cluster.nodes()[0].address);
+    return {writes, reads, sql_writes, sql_reads};
 }
 
 std::pair<Phase, Phase> run_sqlite(const Options& o, const bench::fs::path& dir) {
@@ -349,7 +421,7 @@ void print_phase(const char* what, const char* side, const Phase& p) {
 int main(int argc, char** argv) {
     Options o;
     try {
-        bench::parse_args(argc, argv, o, 'a', 'b', "a,b", print_usage, [&](const std::string& name, auto take) {
+        bench::parse_args(argc, argv, o, 'a', 'd', "a,b", print_usage, [&](const std::string& name, auto take) {
             if (name == "--threads") {
                 o.threads = static_cast<int>(bench::parse_int(name, take(), 1));
             } else if (name == "--seconds") {
@@ -371,17 +443,25 @@ int main(int argc, char** argv) {
         line("bench_cluster: 3 aerialsd nodes on 127.0.0.1 against one plain SQLite file (synchronous=%s), %d threads, "
              "%.0f s per phase", o.synchronous.c_str(), o.threads, o.seconds);
         int64_t written = 0;
-        auto [cluster_writes, cluster_reads] = run_cluster(o, dir, &written);
+        ClusterPhases phases = run_cluster(o, dir, &written);
+        const Phase& cluster_writes = phases.writes;
+        const Phase& cluster_reads = phases.reads;
         auto [sqlite_writes, sqlite_reads] = run_sqlite(o, dir);
         print_phase("writes", "aerialsd x3", cluster_writes);
+        print_phase("writes", "  via SQL", phases.sql_writes);
         print_phase("writes", "plain sqlite", sqlite_writes);
         print_phase("reads", "aerialsd x3", cluster_reads);
+        print_phase("reads", "  via SQL", phases.sql_reads);
         print_phase("reads", "plain sqlite", sqlite_reads);
         bench::Results results("ops/s", bench::whole_rate);
         results.report({"a", "point writes, 4 KiB values (cluster / sqlite)", "aerialsd", cluster_writes.per_second,
                         "sqlite", sqlite_writes.per_second});
         results.report({"b", "point reads, 4 KiB values (cluster / sqlite)", "aerialsd", cluster_reads.per_second, "sqlite",
                         sqlite_reads.per_second});
+        results.report({"c", "point writes through the extension's cluster table (SQL / sqlite)", "aerials SQL",
+                        phases.sql_writes.per_second, "sqlite", sqlite_writes.per_second});
+        results.report({"d", "point reads through the extension's cluster table (SQL / sqlite)", "aerials SQL",
+                        phases.sql_reads.per_second, "sqlite", sqlite_reads.per_second});
         line("published goals: 2,500 writes/s -> %s; 15,000 reads/s -> %s",
              cluster_writes.per_second >= 2500 ? "met" : "MISSED", cluster_reads.per_second >= 15000 ? "met" : "MISSED");
         if (!o.keep) bench::fs::remove_all(dir);

@@ -189,17 +189,4 @@ nlohmann::json ClusterClient::answer_of(Exchange& e) {
     return j;
 }
 
-nlohmann::json ClusterClient::call(const std::function<const NodeEntry&()>& route, const std::string& path,
-                                   const nlohmann::json& body) {
-    for (int attempt = 0;; ++attempt) {
-        auto e = post(route(), path, body);
-        http_.run_all({e.get()});
-        try {
-            return answer_of(*e);
-        } catch (const StaleRoute&) {
-            if (attempt >= settings_.retries) throw;
-        }
-    }
-}
-
 }  // namespace aerials::cluster

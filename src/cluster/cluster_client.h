@@ -8,7 +8,6 @@
 #pragma once
 
 #include <chrono>
-#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -77,11 +76,6 @@ public:
     // The error of a finished exchange that failed, as answer_of would throw it.
     [[noreturn]] void throw_failure(Exchange& exchange);
 
-    // One request, sent again (re-routed by `route`) after a stale map.
-    nlohmann::json call(const std::function<const NodeEntry&()>& route, const std::string& path,
-                        const nlohmann::json& body);
-
-    int64_t epoch() { return map().epoch; }
 
 private:
     ClusterSettings settings_;

@@ -200,9 +200,18 @@ void HttpMulti::resume_if_drained(Exchange& e) {
 void HttpMulti::pump(std::chrono::milliseconds wait) {
     int still = 0;
     curl_multi_perform(multi_of(multi_), &still);
-    int fds = 0;
-    curl_multi_poll(multi_of(multi_), nullptr, 0, static_cast<int>(wait.count()), &fds);
-    curl_multi_perform(multi_of(multi_), &still);
+    if (collect_finished() == 0) {
+        // Nothing finished yet: wait for the sockets (or the timeout), then go on.
+        int fds = 0;
+        curl_multi_poll(multi_of(multi_), nullptr, 0, static_cast<int>(wait.count()), &fds);
+        curl_multi_perform(multi_of(multi_), &still);
+        collect_finished();
+    }
+    check_idle();
+}
+
+size_t HttpMulti::collect_finished() {
+    size_t finished = 0;
     int left = 0;
     while (CURLMsg* msg = curl_multi_info_read(multi_of(multi_), &left)) {
         if (msg->msg != CURLMSG_DONE) continue;
@@ -215,7 +224,12 @@ void HttpMulti::pump(std::chrono::milliseconds wait) {
         std::string error;
         if (result != CURLE_OK) error = "node " + e->address_ + ": " + curl_easy_strerror(result);
         finish(*e, error);
+        ++finished;
     }
+    return finished;
+}
+
+void HttpMulti::check_idle() {
     auto now = std::chrono::steady_clock::now();
     for (Exchange* e : std::vector<Exchange*>(running_)) {
         if (e->paused_) continue;

@@ -108,6 +108,8 @@ public:
 
 private:
     void finish(Exchange& exchange, const std::string& error);
+    size_t collect_finished();  // marks finished transfers done; returns how many
+    void check_idle();          // fails transfers silent for longer than idle_timeout
 
     HttpSettings settings_;
     void* multi_ = nullptr;  // CURLM*, owned
