@@ -83,6 +83,10 @@ size_t Exchange::on_header(char* data, size_t size, size_t count, void* self) {
         std::string line(data, n);
         if (line.rfind("HTTP/", 0) == 0) {
             e->answer_headers_.clear();  // a 100 Continue before the real answer
+            // The status is known from here on, before the body: a streamed
+            // answer is read while it arrives.
+            size_t space = line.find(' ');
+            e->status_ = space == std::string::npos ? 0 : std::strtol(line.c_str() + space + 1, nullptr, 10);
         } else if (size_t colon = line.find(':'); colon != std::string::npos) {
             std::string name = trim(line.substr(0, colon)), value = trim(line.substr(colon + 1));
             if (iequal(name, "Content-Type")) e->content_type_ = value;

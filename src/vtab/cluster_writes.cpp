@@ -88,54 +88,83 @@ int ClusterWrites::add(cluster::ClusterClient& client, const store::Collection& 
     return SQLITE_OK;
 }
 
+// A node's batch is one request (at most --max-body, 16 MiB by default):
+// larger ones go in parts of about this size, one after another.
+constexpr size_t kMaxBatchBytes = 4u << 20;
+
 std::string ClusterWrites::send(cluster::ClusterClient& client, const store::Collection& c, std::vector<Op>& all,
                                 std::vector<size_t> pending, std::vector<int64_t>& changes,
                                 std::vector<std::string>& committed, int& failure_code) {
     std::string failure;
-    for (int attempt = 0; !pending.empty(); ++attempt) {
-        // Grouped by the owner under the current map, in statement order.
-        std::map<std::string, std::vector<size_t>> by_node;
-        for (size_t i : pending) by_node[client.owner_of(all[i].hash).id].push_back(i);
-        std::vector<std::unique_ptr<cluster::Exchange>> exchanges;
-        std::vector<const std::vector<size_t>*> groups;
-        std::vector<cluster::Exchange*> running;
-        for (auto& [node_id, ops] : by_node) {
-            json batch = {{"collection", c.key_value ? std::string("") : c.name}, {"ops", json::array()}};
-            for (size_t i : ops) batch["ops"].push_back(all[i].body);
-            exchanges.push_back(client.post(*client.map().node(node_id), "/v1/rows/batch", batch));
-            groups.push_back(&ops);
-            running.push_back(exchanges.back().get());
-        }
-        client.http().run_all(running);
-        std::vector<size_t> again;
-        for (size_t g = 0; g < exchanges.size(); ++g) {
-            const std::vector<size_t>& ops = *groups[g];
-            try {
-                json answer = client.answer_of(*exchanges[g]);
-                const json* results = cluster::optional_field(answer, "results");
-                for (size_t k = 0; k < ops.size(); ++k) {
-                    const json* r = results && results->is_array() && k < results->size() ? &(*results)[k] : nullptr;
-                    changes[ops[k]] = r && r->is_object() ? cluster::integer_field(*r, "changes", 0) : 0;
-                }
-                committed.push_back(exchanges[g]->address());
-            } catch (const cluster::StaleRoute& e) {
-                // Nothing of this batch ran: route it again under the new map.
-                if (attempt >= client.settings().retries) {
-                    failure += std::string(failure.empty() ? "" : "; ") + e.what();
-                } else {
-                    again.insert(again.end(), ops.begin(), ops.end());
-                }
-            } catch (const cluster::NodeError& e) {
-                if (e.code == "not_found" && !c.key_value && attempt < client.settings().retries) {
-                    define_on_all_nodes(client, c);
-                    again.insert(again.end(), ops.begin(), ops.end());
-                    continue;
-                }
-                failure += std::string(failure.empty() ? "" : "; ") + e.what();
-            } catch (const sqlite::Error& e) {
-                failure_code = e.primary_code();
-                failure += std::string(failure.empty() ? "" : "; ") + e.what();
+    auto fail = [&](const std::string& what) { failure += std::string(failure.empty() ? "" : "; ") + what; };
+    for (int attempt = 0; !pending.empty() && failure.empty(); ++attempt) {
+        // Each node's operations in statement order, cut into parts by size.
+        std::map<std::string, std::vector<std::vector<size_t>>> parts;
+        std::map<std::string, size_t> part_bytes;
+        for (size_t i : pending) {
+            const std::string& node = client.owner_of(all[i].hash).id;
+            size_t bytes = cluster::encode_msgpack(all[i].body).size();
+            auto& list = parts[node];
+            if (list.empty() || (part_bytes[node] + bytes > kMaxBatchBytes && !list.back().empty())) {
+                list.emplace_back();
+                part_bytes[node] = 0;
             }
+            list.back().push_back(i);
+            part_bytes[node] += bytes;
+        }
+        std::vector<size_t> again;
+        std::map<std::string, size_t> rerouted_from;  // node -> first part sent again
+        // Round r sends every node's part r, in parallel; a node's parts go in order.
+        for (size_t round = 0; failure.empty(); ++round) {
+            std::vector<std::unique_ptr<cluster::Exchange>> exchanges;
+            std::vector<std::pair<std::string, const std::vector<size_t>*>> sent;
+            std::vector<cluster::Exchange*> running;
+            for (auto& [node_id, list] : parts) {
+                if (round >= list.size() || rerouted_from.count(node_id)) continue;
+                json batch = {{"collection", c.key_value ? std::string("") : c.name}, {"ops", json::array()}};
+                for (size_t i : list[round]) batch["ops"].push_back(all[i].body);
+                exchanges.push_back(client.post(*client.map().node(node_id), "/v1/rows/batch", batch));
+                sent.emplace_back(node_id, &list[round]);
+                running.push_back(exchanges.back().get());
+            }
+            if (exchanges.empty()) break;
+            client.http().run_all(running);
+            for (size_t g = 0; g < exchanges.size(); ++g) {
+                const std::vector<size_t>& ops = *sent[g].second;
+                try {
+                    json answer = client.answer_of(*exchanges[g]);
+                    const json* results = cluster::optional_field(answer, "results");
+                    for (size_t k = 0; k < ops.size(); ++k) {
+                        const json* r = results && results->is_array() && k < results->size() ? &(*results)[k] : nullptr;
+                        changes[ops[k]] = r && r->is_object() ? cluster::integer_field(*r, "changes", 0) : 0;
+                    }
+                    if (std::find(committed.begin(), committed.end(), exchanges[g]->address()) == committed.end()) {
+                        committed.push_back(exchanges[g]->address());
+                    }
+                } catch (const cluster::StaleRoute& e) {
+                    // Nothing of this part ran: it and the node's later parts
+                    // are routed again under the new map.
+                    if (attempt >= client.settings().retries) {
+                        fail(e.what());
+                    } else {
+                        rerouted_from[sent[g].first] = round;
+                    }
+                } catch (const cluster::NodeError& e) {
+                    if (e.code == "not_found" && !c.key_value && attempt < client.settings().retries) {
+                        define_on_all_nodes(client, c);
+                        rerouted_from[sent[g].first] = round;
+                        continue;
+                    }
+                    fail(e.what());
+                } catch (const sqlite::Error& e) {
+                    failure_code = e.primary_code();
+                    fail(e.what());
+                }
+            }
+        }
+        for (auto& [node_id, first] : rerouted_from) {
+            auto& list = parts[node_id];
+            for (size_t r = first; r < list.size(); ++r) again.insert(again.end(), list[r].begin(), list[r].end());
         }
         std::sort(again.begin(), again.end());
         pending = std::move(again);
