@@ -97,10 +97,11 @@ bool defers_chunk_syncs(const std::string& synchronous) {
     return s == "FULL" || s == "EXTRA" || s == "2" || s == "3";
 }
 
-RelaxedCommits::RelaxedCommits(store::BucketFile& file, const std::string& restore) : file_(file), restore_(restore) {
+RelaxedCommits::RelaxedCommits(std::shared_ptr<store::BucketFile> file, const std::string& restore)
+    : file_(std::move(file)), restore_(restore) {
     // SQLite refuses the change inside a transaction (a read snapshot held
     // on the connection): the commit then syncs as usual, which is correct.
-    relaxed_ = sqlite3_exec(file_.db().get(), "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr) == SQLITE_OK;
+    relaxed_ = sqlite3_exec(file_->db().get(), "PRAGMA synchronous=NORMAL", nullptr, nullptr, nullptr) == SQLITE_OK;
 }
 
 RelaxedCommits::~RelaxedCommits() {
@@ -108,9 +109,9 @@ RelaxedCommits::~RelaxedCommits() {
     // The owner ends the transaction first (commit or rollback): outside
     // one, setting this PRAGMA does not fail. Logged, as a destructor cannot
     // throw.
-    int rc = sqlite3_exec(file_.db().get(), ("PRAGMA synchronous=" + restore_).c_str(), nullptr, nullptr, nullptr);
+    int rc = sqlite3_exec(file_->db().get(), ("PRAGMA synchronous=" + restore_).c_str(), nullptr, nullptr, nullptr);
     if (rc != SQLITE_OK) {
-        sqlite3_log(rc, "aerials: could not restore synchronous=%s on '%s'", restore_.c_str(), file_.path().c_str());
+        sqlite3_log(rc, "aerials: could not restore synchronous=%s on '%s'", restore_.c_str(), file_->path().c_str());
     }
 }
 

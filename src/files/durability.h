@@ -4,6 +4,7 @@
 #pragma once
 
 #include <future>
+#include <memory>
 #include <set>
 #include <string>
 
@@ -26,13 +27,13 @@ bool defers_chunk_syncs(const std::string& synchronous);
 // nothing is relaxed) and end the transaction before it goes.
 class RelaxedCommits {
 public:
-    RelaxedCommits(store::BucketFile& file, const std::string& restore);
+    RelaxedCommits(std::shared_ptr<store::BucketFile> file, const std::string& restore);
     ~RelaxedCommits();
     RelaxedCommits(const RelaxedCommits&) = delete;
     RelaxedCommits& operator=(const RelaxedCommits&) = delete;
 
 private:
-    store::BucketFile& file_;
+    std::shared_ptr<store::BucketFile> file_;  // kept open until restored
     std::string restore_;
     bool relaxed_ = false;
 };

@@ -332,9 +332,9 @@ std::vector<ChunkRef> ObjectStore::write_chunks(Stream& stream, Source& source, 
                 // transaction, and restored after it ended.
                 std::optional<RelaxedCommits> relaxed;
                 if (deferred) {
-                    auto target = store_->with_bucket(hash_of_blob(ref.sha256.data(), ref.sha256.size()),
-                                                      [](std::shared_ptr<BucketFile>& f) { return f; });
-                    relaxed.emplace(*target, synchronous_);
+                    relaxed.emplace(store_->with_bucket(hash_of_blob(ref.sha256.data(), ref.sha256.size()),
+                                                        [](std::shared_ptr<BucketFile>& f) { return f; }),
+                                    synchronous_);
                 }
                 try {
                     file = chunks_.add_ref(ref.sha256, data, ref.size, unix_now_ms());
