@@ -12,8 +12,9 @@
 //   cp       copies into the page cache and exits: no fsync, nothing durable.
 //   cp+sync  the same followed by sync(1) of the copy: the bytes are on disk.
 //   put      aerials_put into a new store with the files layer's defaults
-//            (synchronous=FULL): every chunk is fsynced (WAL, then checkpoint)
-//            before the manifest commits, and it computes three digests of
+//            (synchronous=FULL): every chunk is on disk (its bucket file's
+//            WAL fsynced and checkpointed, the database file fsynced) before
+//            the manifest commits, and it computes three digests of
 //            every byte (chunk SHA-256, object SHA-256, MD5 for the ETag).
 //   get      aerials_get: reads and verifies (SHA-256) every chunk, writes the
 //            output without fsync (as cp does) and renames it into place.

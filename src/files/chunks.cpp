@@ -32,14 +32,14 @@ std::vector<ChunkRef> chunk_list_column(sqlite::Statement& row, int column, cons
     return decode_chunk_list({data, static_cast<size_t>(sqlite3_column_bytes(row.get(), column))}, object);
 }
 
-void ChunkStore::add_ref(const Sha256& sha256, const uint8_t* data, int64_t size, int64_t now) {
+std::shared_ptr<BucketFile> ChunkStore::add_ref(const Sha256& sha256, const uint8_t* data, int64_t size, int64_t now) {
     std::shared_ptr<BucketFile> file = store_.writable(hash_of_blob(sha256.data(), sha256.size()));
     StatementLease touch(file, std::string("UPDATE ") + kChunksTable + " SET refs = refs + 1, touched = ?2 WHERE sha256 = ?1");
     touch->bind_blob(1, sha256.data(), static_cast<int>(sha256.size()));
     touch->bind(2, now);
     touch.step("adding a reference to a chunk");
     touch->reset();
-    if (sqlite3_changes(file->db().get()) > 0) return;
+    if (sqlite3_changes(file->db().get()) > 0) return file;
     // The bytes are bound without a copy (the row is written from our buffer
     // straight into pages); a zeroblob followed by sqlite3_blob_write would
     // write every page twice once the chunk outgrows the page cache.
@@ -54,6 +54,7 @@ void ChunkStore::add_ref(const Sha256& sha256, const uint8_t* data, int64_t size
     }
     insert.step("storing a chunk");
     file->add_records(1);
+    return file;
 }
 
 std::string ChunkStore::read_raw(const ChunkRef& chunk, std::vector<uint8_t>& out, const std::string& context) {

@@ -32,7 +32,8 @@ public:
 
     // Inside the store's write transaction: one more reference to the chunk
     // `sha256`, storing `data` if the chunk is new. `now` marks it as in use.
-    void add_ref(const Sha256& sha256, const uint8_t* data, int64_t size, int64_t now);
+    // Returns the bucket file written.
+    std::shared_ptr<store::BucketFile> add_ref(const Sha256& sha256, const uint8_t* data, int64_t size, int64_t now);
 
     // Reads the chunk's bytes into `out` (resized to its size) with
     // incremental blob I/O, without checking them; returns the bucket file's

@@ -9,6 +9,7 @@
 #include <random>
 
 #include "files/clock.h"
+#include "files/durability.h"
 #include "files/names.h"
 #include "files/progress.h"
 #include "files/schema.h"
@@ -21,11 +22,9 @@ using store::StatementLease;
 
 namespace {
 
-// Chunks are committed in batches of about this many bytes: each commit is an
-// fsync per bucket file touched, made in parallel by Store::commit_all.
+// A put refreshes its upload row's heartbeat and drops the bucket files'
+// unused cache pages after about this many bytes.
 constexpr int64_t kBatchBytes = 32 * 1024 * 1024;
-// ... and before any one bucket file of the batch would take more than this.
-constexpr int64_t kBucketBatchBytes = 16 * 1024 * 1024;
 
 const char* const kVersionColumns =
     "bucket, key, version_id, seq, is_latest, delete_marker, size, content_type, sha256, etag, created, "
@@ -123,7 +122,8 @@ std::string CollectReport::to_json() const {
 }
 
 ObjectStore::ObjectStore(const store::StoreOptions& options)
-    : root_(options.root), store_(std::make_unique<store::Store>(options)), chunks_(*store_) {
+    : root_(options.root), synchronous_(options.synchronous), store_(std::make_unique<store::Store>(options)),
+      chunks_(*store_) {
     register_file_collections(*store_);
 }
 
@@ -289,29 +289,29 @@ std::vector<ChunkRef> ObjectStore::write_chunks(Stream& stream, Source& source, 
             if (job.valid()) job.get();
         }
     };
-    std::vector<ChunkRef> committed, pending;
-    int64_t pending_bytes = 0;
-    // Bytes added to each bucket file since the last commit: a batch is
-    // committed before any one file would take more than kBucketBatchBytes,
-    // so no bucket file passes max_bytes by more than that before it splits.
-    std::map<std::pair<int, uint64_t>, int64_t> pending_per_bucket;
-    auto commit_batch = [&] {
+    // Each chunk is committed alone in its bucket file (chunks need no
+    // atomicity among themselves: a crash leaves reference counts too high,
+    // never too low), without an fsync when the store's setting would make
+    // one; the barrier makes every bucket file that took one durable before
+    // the manifest (or part) naming them commits (decision 0007).
+    const bool deferred = defers_chunk_syncs(synchronous_);
+    DurabilityBarrier barrier;
+    std::vector<ChunkRef> committed;
+    int64_t since_heartbeat = 0;
+    auto heartbeat = [&] {
         // The upload row's heartbeat tells the collector this writer lives.
-        auto file = store_->writable(hash_of_text(object));
-        StatementLease touch(file, std::string("UPDATE ") + kUploadsTable +
-                                       " SET touched = ?3 WHERE object = ?1 AND upload_id = ?2");
-        touch->bind(1, object);
-        touch->bind(2, upload_id);
-        touch->bind(3, unix_now_ms());
-        touch.step("touching an upload");
-        touch.reset();
-        store_->commit_all();
-        committed.insert(committed.end(), pending.begin(), pending.end());
-        pending.clear();
-        pending_bytes = 0;
-        pending_per_bucket.clear();
-        store_->split_pending();
+        in_transaction([&] {
+            auto file = store_->writable(hash_of_text(object));
+            StatementLease touch(file, std::string("UPDATE ") + kUploadsTable +
+                                           " SET touched = ?3 WHERE object = ?1 AND upload_id = ?2");
+            touch->bind(1, object);
+            touch->bind(2, upload_id);
+            touch->bind(3, unix_now_ms());
+            touch.step("touching an upload");
+        });
         store_->release_caches();
+        if (deferred) barrier.flush();
+        since_heartbeat = 0;
         store::crash_point("files:batch_committed");
     };
     try {
@@ -326,23 +326,37 @@ std::vector<ChunkRef> ObjectStore::write_chunks(Stream& stream, Source& source, 
             }
             digest_jobs[1] = std::async(std::launch::async, [&stream, data, n] { stream.md5.update(data, n); });
             ChunkRef ref{sha256_of(data, n), static_cast<int64_t>(n)};
-            store::BucketId target = store_->route(hash_of_blob(ref.sha256.data(), ref.sha256.size()));
-            std::pair<int, uint64_t> bucket{target.depth, target.prefix};
-            auto in_bucket = pending_per_bucket.find(bucket);
-            if (in_bucket != pending_per_bucket.end() && in_bucket->second + ref.size > kBucketBatchBytes) {
-                commit_batch();
+            std::shared_ptr<BucketFile> file;
+            {
+                // The connection is relaxed before add_ref begins its
+                // transaction, and restored after it ended.
+                std::optional<RelaxedCommits> relaxed;
+                if (deferred) {
+                    relaxed.emplace(store_->with_bucket(hash_of_blob(ref.sha256.data(), ref.sha256.size()),
+                                                        [](std::shared_ptr<BucketFile>& f) { return f; }),
+                                    synchronous_);
+                }
+                try {
+                    file = chunks_.add_ref(ref.sha256, data, ref.size, unix_now_ms());
+                    store_->commit_all();
+                } catch (...) {
+                    store_->rollback_all();
+                    throw;
+                }
             }
-            chunks_.add_ref(ref.sha256, data, ref.size, unix_now_ms());
-            pending_per_bucket[bucket] += ref.size;
+            if (deferred) barrier.note(file->path());
+            committed.push_back(ref);
+            // A split now keeps every bucket file within a chunk of its bound.
+            store_->split_pending();
             stream.size += ref.size;
-            pending.push_back(ref);
-            pending_bytes += ref.size;
             if (progress) progress->add(ref.size);
-            if (pending_bytes >= kBatchBytes) commit_batch();
+            since_heartbeat += ref.size;
+            if (since_heartbeat >= kBatchBytes) heartbeat();
             if (n < buffer.size()) break;
         }
         wait_digests();
-        commit_batch();
+        if (deferred) barrier.sync();
+        heartbeat();
     } catch (...) {
         for (std::future<void>& job : digest_jobs) {
             if (job.valid()) job.wait();
@@ -356,7 +370,6 @@ std::vector<ChunkRef> ObjectStore::write_chunks(Stream& stream, Source& source, 
         }
         throw;
     }
-    committed.insert(committed.end(), pending.begin(), pending.end());
     return committed;
 }
 
@@ -556,25 +569,39 @@ std::string chunk_context(const ObjectVersion& v, size_t index) {
 }  // namespace
 
 void ObjectStore::get(const ObjectVersion& version, Sink& sink, Transfer* progress) {
-    // Two buffers: chunk i+1 is read from its bucket file while chunk i is
-    // verified and written out on another thread. No byte reaches the sink
-    // before its chunk's SHA-256 matched.
-    std::vector<uint8_t> buffers[2];
-    std::future<void> writing;
+    // Three buffers in three stages: chunk i + 2 is read from its bucket file
+    // on this thread while chunk i + 1 is verified and chunk i written out,
+    // each on a thread of its own (verification and the write each cost about
+    // as much as the read). A chunk is written only after its SHA-256 matched
+    // and after the chunk before it was written, so no byte reaches the sink
+    // unverified or out of order. The jobs are declared after the buffers, so
+    // that on every path they finish before the buffers go.
+    constexpr size_t kSlots = 3;
+    std::vector<uint8_t> buffers[kSlots];
+    std::shared_future<void> written[kSlots];  // the write of the chunk each buffer last held
     for (size_t i = 0; i < version.chunks.size(); ++i) {
-        const ChunkRef& chunk = version.chunks[i];
-        std::vector<uint8_t>& buffer = buffers[i % 2];
+        size_t slot = i % kSlots;
+        if (written[slot].valid()) written[slot].get();  // chunk i - 3: its buffer is free again
+        std::vector<uint8_t>& buffer = buffers[slot];
         std::string context = chunk_context(version, i);
-        std::string path = chunks_.read_raw(chunk, buffer, context);
-        if (writing.valid()) writing.get();
-        writing = std::async(std::launch::async, [&, i, context, path] {
-            const std::vector<uint8_t>& data = buffers[i % 2];
-            ChunkStore::verify(version.chunks[i], data, context, path);
-            sink.write(data.data(), data.size());
-            if (progress) progress->add(static_cast<int64_t>(data.size()));
-        });
+        std::string path = chunks_.read_raw(version.chunks[i], buffer, context);
+        std::shared_future<void> verified =
+            std::async(std::launch::async, [&buffer, &chunk = version.chunks[i], context, path] {
+                ChunkStore::verify(chunk, buffer, context, path);
+            }).share();
+        std::shared_future<void> previous = written[(i + kSlots - 1) % kSlots];
+        written[slot] = std::async(std::launch::async, [&buffer, &sink, progress, verified, previous] {
+                            verified.get();
+                            if (previous.valid()) previous.get();
+                            sink.write(buffer.data(), buffer.size());
+                            if (progress) progress->add(static_cast<int64_t>(buffer.size()));
+                        }).share();
     }
-    if (writing.valid()) writing.get();
+    // The last write waits for every one before it (and rethrows their errors).
+    for (size_t k = 0; k < kSlots; ++k) {
+        size_t slot = (version.chunks.size() + k) % kSlots;
+        if (written[slot].valid()) written[slot].get();
+    }
 }
 
 std::string ObjectStore::read_range(const ObjectVersion& version, int64_t offset, int64_t length) {

@@ -195,6 +195,7 @@ private:
                                               const std::vector<std::string>& values, bool with_chunks);
 
     std::string root_;
+    std::string synchronous_;  // the store's PRAGMA synchronous, restored after relaxed chunk commits
     std::unique_ptr<store::Store> store_;
     ChunkStore chunks_;
     int64_t chunk_size_ = kDefaultChunkSize;

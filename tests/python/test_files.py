@@ -201,8 +201,8 @@ class Crash(FilesTestCase):
         writer = subprocess.Popen(["/usr/bin/python3", "-c", CRASH_WRITER, self.root, fifo])
         sent = 0
         with open(fifo, "wb") as f:
-            # 48 MiB is more than one commit batch (32 MiB): chunks are durable
-            # in bucket files when the writer dies.
+            # Each chunk commits alone, so chunks are in bucket files when the
+            # writer dies (48 MiB also passes one background flush at 32 MiB).
             while sent < 48 * MiB:
                 f.write(pattern(4 * MiB, seed=100 + sent))
                 sent += 4 * MiB
@@ -226,6 +226,35 @@ class Crash(FilesTestCase):
         self.assertEqual(report["chunks_removed"], len(orphans))
         self.assertEqual([r[0] for r in chunk_rows(self.root)], [hashlib.sha256(b"kept").hexdigest()])
         self.assertEqual(bytes(conn.execute("SELECT content FROM files WHERE key='keep.txt'").fetchone()[0]), b"kept")
+
+
+    def test_kill_at_the_durability_barrier_leaves_no_object_and_the_collector_reclaims(self):
+        # files:batch_committed: right after a background flush started (32 MiB);
+        # files:chunks_durable: right after the barrier, before the manifest.
+        for point, size in (("files:batch_committed", 40 * MiB), ("files:chunks_durable", 3 * CHUNK + 7)):
+            with self.subTest(point=point):
+                root = os.path.join(self.tmp, point.replace(":", "_"))
+                conn = self.connect()
+                conn.execute("CREATE VIRTUAL TABLE temp.f USING aerials_files(root=%s)" % sql_quote(root))
+                source = self.write_file(point.replace(":", "_") + ".bin", pattern(size, seed=77))
+                env = dict(os.environ, AERIALS_CRASH_POINT=point)
+                writer = subprocess.run(["/usr/bin/python3", "-c", CRASH_WRITER, root, source], env=env)
+                self.assertEqual(writer.returncode, -9)
+                chunks = chunk_rows(root)
+                self.assertGreaterEqual(len(chunks), 3)
+                self.assertEqual(conn.execute("SELECT count(*) FROM f").fetchone()[0], 0)
+                with self.assertRaisesRegex(sqlite3.OperationalError, "does not exist"):
+                    conn.execute("SELECT aerials_read(?, 'assets', 'crash.bin', 0, 1)", (root,)).fetchone()
+                later = now_ms() + 2 * 3600 * 1000
+                report = json.loads(conn.execute("SELECT aerials_collect(?, ?)", (root, later)).fetchone()[0])
+                self.assertEqual(report["dead_uploads"], 1)
+                self.assertEqual(report["chunks_removed"], len(chunks))
+                self.assertEqual(chunk_rows(root), [])
+                # The bucket files work on: a put after the crash reads back.
+                info = json.loads(conn.execute("SELECT aerials_put(?, 'assets', 'after.bin', ?)",
+                                               (root, source)).fetchone()[0])
+                self.assertEqual(info["sha256"], hashlib.sha256(pattern(size, seed=77)).hexdigest())
+                conn.close()
 
 
 class Versioning(FilesTestCase):
