@@ -1,7 +1,7 @@
 #include "files/durability.h"
 
 #include <fcntl.h>
-#include <sqlite3.h>
+#include "sqlite/api.h"
 #include <unistd.h>
 
 #include <algorithm>
