@@ -1,23 +1,18 @@
 #include "server/auth.h"
 
-#include <fstream>
-#include <sstream>
 #include <stdexcept>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 
+#include "cluster/cluster_client.h"
+
 namespace aerials::server {
 
 std::string read_token_file(const std::string& path) {
-    std::ifstream in(path, std::ios::binary);
-    if (!in) throw std::runtime_error("cannot read the token file '" + path + "'");
-    std::ostringstream content;
-    content << in.rdbuf();
-    std::string token = content.str();
-    size_t b = token.find_first_not_of(" \t\r\n");
-    if (b == std::string::npos) throw std::runtime_error("the token file '" + path + "' is empty");
-    token = token.substr(b, token.find_last_not_of(" \t\r\n") - b + 1);
+    // The same reading as the extension's client (the file's content, outer
+    // whitespace stripped); a node also insists on a token worth the name.
+    std::string token = cluster::read_token_file(path);
     if (token.size() < 16) {
         throw std::runtime_error("the token in '" + path + "' is shorter than 16 characters: use a long random one");
     }

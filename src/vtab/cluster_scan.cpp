@@ -20,22 +20,18 @@ using nlohmann::json;
 constexpr size_t kMaxFrame = 64u << 20;
 constexpr std::chrono::milliseconds kPoll{20};
 
-const char* wire_op(unsigned char op) {
-    switch (op) {
-        case SQLITE_INDEX_CONSTRAINT_EQ: return "=";
-        case SQLITE_INDEX_CONSTRAINT_GT: return ">";
-        case SQLITE_INDEX_CONSTRAINT_LE: return "<=";
-        case SQLITE_INDEX_CONSTRAINT_LT: return "<";
-        case SQLITE_INDEX_CONSTRAINT_GE: return ">=";
-        case SQLITE_INDEX_CONSTRAINT_NE: return "!=";
-        case SQLITE_INDEX_CONSTRAINT_LIKE: return "LIKE";
-        case SQLITE_INDEX_CONSTRAINT_GLOB: return "GLOB";
-        case SQLITE_INDEX_CONSTRAINT_IS: return "IS";
-        case SQLITE_INDEX_CONSTRAINT_ISNOT: return "ISNOT";
-        case SQLITE_INDEX_CONSTRAINT_ISNULL: return "ISNULL";
-        case SQLITE_INDEX_CONSTRAINT_ISNOTNULL: return "NOTNULL";
+// The wire protocol's name of a pushed operator: the SQL one without spaces,
+// the two null tests by their own names.
+std::string wire_op(unsigned char op) {
+    const char* sql = sql_operator(op);
+    if (!sql) throw std::logic_error("a plan pushed constraint op " + std::to_string(op) + ", which the wire protocol lacks");
+    if (op == SQLITE_INDEX_CONSTRAINT_ISNULL) return "ISNULL";
+    if (op == SQLITE_INDEX_CONSTRAINT_ISNOTNULL) return "NOTNULL";
+    std::string name;
+    for (const char* c = sql; *c; ++c) {
+        if (*c != ' ') name.push_back(*c);
     }
-    throw std::logic_error("a plan pushed constraint op " + std::to_string(op) + ", which the wire protocol lacks");
+    return name;
 }
 
 }  // namespace

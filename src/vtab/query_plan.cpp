@@ -1,11 +1,7 @@
 #include "vtab/query_plan.h"
 
 namespace aerials::vtab {
-namespace {
 
-using store::quote_identifier;
-
-// The SQL operator for a pushable constraint, or nullptr.
 const char* sql_operator(unsigned char op) {
     switch (op) {
         case SQLITE_INDEX_CONSTRAINT_EQ: return "=";
@@ -23,6 +19,10 @@ const char* sql_operator(unsigned char op) {
         default: return nullptr;
     }
 }
+
+namespace {
+
+using store::quote_identifier;
 
 bool has_operand(unsigned char op) {
     return op != SQLITE_INDEX_CONSTRAINT_ISNULL && op != SQLITE_INDEX_CONSTRAINT_ISNOTNULL;

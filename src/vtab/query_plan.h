@@ -38,6 +38,10 @@ struct QueryPlan {
     bool ordered() const { return !order.empty(); }
 };
 
+// The SQL operator of a pushable constraint (SQLITE_INDEX_CONSTRAINT_*), e.g.
+// "IS NOT NULL", or nullptr for one that is not pushed.
+const char* sql_operator(unsigned char op);
+
 // Decides the plan for `info` on `collection` and fills info's outputs (argv
 // indexes, omit flags, orderByConsumed, costs). `pk_column` is the hidden
 // _pk column's index. `buckets` scales the cost of a full scan.
