@@ -239,7 +239,8 @@ LocalStore::LocalStore(std::string root, int max_open) : root_(std::move(root)),
 nlohmann::json LocalStore::bucket_listing(uint32_t slots) {
     Lease s = session();
     sqlite::Statement list =
-        s->database().prepare("SELECT bucket, depth, lo, hi, records, bytes, status FROM aerials_buckets(?1)");
+        s->database().prepare("SELECT bucket, depth, lo, hi, records, bytes, status, checksum, last_commit_id, mtime, "
+                              "error, collections, kv_records FROM aerials_buckets(?1)");
     list.bind(1, std::string_view(root_));
     nlohmann::json buckets = nlohmann::json::array();
     while (list.step()) {
@@ -253,6 +254,18 @@ nlohmann::json LocalStore::bucket_listing(uint32_t slots) {
                            {"status", list.column_text(6)},
                            {"first_slot", cluster::slot_of(std::stoull(lo, nullptr, 16), slots)},
                            {"last_slot", cluster::slot_of(std::stoull(hi, nullptr, 16), slots)}});
+        // What the bucket file says now, as the local view shows it; absent
+        // where the view has NULL (a damaged file's counts).
+        nlohmann::json& b = buckets.back();
+        static const char* const more[] = {"checksum", "last_commit_id", "mtime", "error", "collections", "kv_records"};
+        for (int i = 0; i < 6; ++i) {
+            int column = 7 + i;
+            switch (list.column_type(column)) {
+                case SQLITE_INTEGER: b[more[i]] = list.column_int(column); break;
+                case SQLITE_TEXT: b[more[i]] = list.column_text(column); break;
+                default: break;
+            }
+        }
     }
     return {{"buckets", std::move(buckets)}};
 }

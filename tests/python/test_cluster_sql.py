@@ -18,6 +18,7 @@ arguments about a root) are marked @local_only in their file and skipped
 here with the reason.
 """
 
+import json
 import os
 import signal
 import sqlite3
@@ -255,6 +256,36 @@ class ClusterFailureTest(AerialsTestCase):
         finally:
             self.backend.restart_node(self.other)
         self.assertEqual(self.conn.execute("SELECT count(*) FROM kv").fetchone(), (60,))
+
+
+class ClusterBucketsViewTest(AerialsTestCase):
+    """aerials_buckets on a cluster: every node's buckets, named node/bucket,
+    with the counts their files hold."""
+
+    backend_class = ClusterBackend
+
+    def test_buckets_of_every_node_count_every_row(self):
+        conn = self.connect()
+        self.create_kv(conn)
+        conn.execute("CREATE VIRTUAL TABLE orders USING aerials(%s, shard_key=c, o INTEGER, c INTEGER NOT NULL, "
+                     "PRIMARY KEY(c, o))" % self.table_args())
+        conn.executemany("INSERT INTO kv(key, value) VALUES (?, ?)", [(i, i) for i in range(500)])
+        conn.executemany("INSERT INTO orders VALUES (?, ?)", [(i, i % 50) for i in range(300)])
+        rows = conn.execute("SELECT path, lo, hi, kv_records, collections, status FROM aerials_buckets(?)",
+                            (self.location,)).fetchall()
+        nodes = {path.split("/")[0] for path, *_ in rows}
+        self.assertEqual(nodes, {n.address for n in self.backend.nodes})
+        self.assertEqual(sum(r[3] for r in rows), 500)
+        self.assertEqual(sum(json.loads(r[4]).get("orders", 0) for r in rows), 300)
+        self.assertTrue(all(r[5] in ("active", "ok") for r in rows), rows[:3])
+        # Each node's buckets cover the whole hash range (a node's store is
+        # whole; it holds records of its own slots only).
+        for node in nodes:
+            ranges = sorted((int(lo, 16), int(hi, 16)) for path, lo, hi, *_ in rows if path.startswith(node + "/"))
+            self.assertEqual(ranges[0][0], 0)
+            self.assertEqual(ranges[-1][1], 2 ** 64 - 1)
+            for (_, hi), (lo, _) in zip(ranges, ranges[1:]):
+                self.assertEqual(lo, hi + 1)
 
 
 class ClusterInterruptAndMemoryTest(AerialsTestCase):
