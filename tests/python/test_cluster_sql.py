@@ -338,7 +338,9 @@ class ClusterInterruptAndMemoryTest(AerialsTestCase):
                 time.sleep(0.02)
         self.assertEqual(rows, self.ROWS)
         grown = rss_kib() - baseline
-        self.assertLess(grown, 32 * 1024, "RSS grew by %d KiB during a 64 MiB scan" % grown)
+        if not os.environ.get("AERIALS_SANITIZED"):
+            # AddressSanitizer's quarantine keeps freed memory: RSS says nothing there.
+            self.assertLess(grown, 32 * 1024, "RSS grew by %d KiB during a 64 MiB scan" % grown)
 
 
 class ClusterMapChangeTest(AerialsTestCase):
