@@ -1,5 +1,8 @@
 #include "cluster/cluster_map.h"
 
+#include <limits>
+#include <type_traits>
+
 #include <algorithm>
 #include <map>
 #include <set>
@@ -88,6 +91,16 @@ namespace {
 template <class T>
 T field(const nlohmann::json& j, const char* name, const std::string& where) {
     if (!j.is_object() || !j.contains(name)) throw std::invalid_argument(where + ": missing field '" + name + "'");
+    if constexpr (std::is_integral_v<T>) {
+        // nlohmann converts a float to an integer unchecked (undefined beyond
+        // the type's range): an integer field must be an integer in range.
+        const nlohmann::json& v = j.at(name);
+        bool fits = v.is_number_unsigned() ? v.get<uint64_t>() <= static_cast<uint64_t>(std::numeric_limits<T>::max())
+                  : v.is_number_integer()  ? std::is_signed_v<T> || v.get<int64_t>() >= 0
+                                           : false;
+        if (!fits) throw std::invalid_argument(where + ": field '" + name + "' must be an integer in range");
+        return v.is_number_unsigned() ? static_cast<T>(v.get<uint64_t>()) : static_cast<T>(v.get<int64_t>());
+    }
     try {
         return j.at(name).get<T>();
     } catch (const nlohmann::json::exception&) {

@@ -1,5 +1,6 @@
 #include <boost/test/unit_test.hpp>
 
+#include <limits>
 #include <map>
 
 #include "cluster/cluster_map.h"
@@ -80,6 +81,20 @@ BOOST_AUTO_TEST_CASE(invalid_maps_are_refused_with_the_reason) {
     twice["nodes"].push_back(twice["nodes"][0]);
     refused(twice, "twice");
     refused(nlohmann::json::array(), "object");
+    // Found by the fuzzer: a float where an integer belongs (converting
+    // 4.4e116 to int64 was undefined behaviour), and integers out of range.
+    nlohmann::json huge = j;
+    huge["epoch"] = 4.4e116;
+    refused(huge, "epoch");
+    nlohmann::json fraction = j;
+    fraction["epoch"] = 2.5;
+    refused(fraction, "epoch");
+    nlohmann::json negative = j;
+    negative["slots"] = -16;
+    refused(negative, "slots");
+    nlohmann::json too_big = j;
+    too_big["epoch"] = std::numeric_limits<uint64_t>::max();
+    refused(too_big, "epoch");
 }
 
 BOOST_AUTO_TEST_CASE(values_keep_their_sqlite_type) {
