@@ -665,7 +665,14 @@ class ThreeNodes(unittest.TestCase):
         self.assertEqual(r.header("X-Trace-Id"), "trace-abc.123")
         owner = self.cluster.by_id()[served_by(r)]
         for node in {n, owner}:
-            lines = [l for l in node.log_lines() if l.get("trace_id") == "trace-abc.123"]
+            # A node logs a request once its answer is out: the line may
+            # follow the answer by a moment.
+            deadline = time.monotonic() + 5
+            while True:
+                lines = [l for l in node.log_lines() if l.get("trace_id") == "trace-abc.123"]
+                if lines or time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
             self.assertEqual(len(lines), 1, node.name)
             self.assertEqual(lines[0]["path"], "/v1/kv/get")
             self.assertEqual(lines[0]["status"], 200)
