@@ -613,7 +613,6 @@ int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, 
     return guarded(base->pVtab, [&] {
         cursor->clear();
         Table* table = cursor->table();
-        store::Store& store = *table->store;
         if (plan_id < 0 || static_cast<size_t>(plan_id) >= table->plans.size()) {
             throw std::logic_error("unknown query plan " + std::to_string(plan_id));
         }
@@ -632,6 +631,7 @@ int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, 
             cursor->eof = cursor->remote->eof();
             return SQLITE_OK;
         }
+        store::Store& store = *table->store;
         for (int i = 0; i < argc; ++i) {
             cursor->args.push_back(i == plan.route_arg && plan.route == QueryPlan::Route::kShardIn
                                        ? nullptr
