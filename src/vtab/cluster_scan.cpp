@@ -37,7 +37,6 @@ std::string wire_op(unsigned char op) {
 }  // namespace
 
 struct ClusterScan::NodeStream {
-    const cluster::NodeEntry* node = nullptr;
     json request;
     std::unique_ptr<cluster::Exchange> exchange;
     std::deque<Row> rows;
@@ -45,7 +44,7 @@ struct ClusterScan::NodeStream {
 };
 
 ClusterScan::ClusterScan(cluster::ClusterClient& client, const store::Collection& collection, const QueryPlan& plan,
-                         sqlite3_value** args, int argc, std::function<bool()> interrupted)
+                         sqlite3_value** args, std::function<bool()> interrupted)
     : client_(client), collection_(collection), plan_(plan), interrupted_(std::move(interrupted)) {
     int64_t offset = 0;
     if (plan.limit_arg >= 0) {
@@ -59,7 +58,7 @@ ClusterScan::ClusterScan(cluster::ClusterClient& client, const store::Collection
     // reached the caller before the constructor returns.
     for (int attempt = 0;; ++attempt) {
         try {
-            start(args, argc);
+            start(args);
             eof_ = false;
             if (remaining_ == 0) {
                 eof_ = true;
@@ -89,7 +88,7 @@ ClusterScan::~ClusterScan() {
     }
 }
 
-void ClusterScan::start(sqlite3_value** args, int argc) {
+void ClusterScan::start(sqlite3_value** args) {
     for (auto& s : streams_) {
         if (s->exchange) client_.http().stop(*s->exchange);
     }
@@ -160,12 +159,10 @@ void ClusterScan::start(sqlite3_value** args, int argc) {
     } else {
         for (const cluster::NodeEntry* node : client_.slot_owners()) per_node[node->id] = {node, base};
     }
-    (void)argc;
     for (auto& [id, entry] : per_node) {
         auto s = std::make_unique<NodeStream>();
-        s->node = entry.first;
         s->request = std::move(entry.second);
-        s->exchange = client_.post(*s->node, "/v1/scan", s->request);
+        s->exchange = client_.post(*entry.first, "/v1/scan", s->request);
         s->exchange->set_streaming();
         client_.http().start(*s->exchange);
         streams_.push_back(std::move(s));

@@ -27,7 +27,7 @@ public:
     // `args` are xFilter's arguments (the plan's argv); `interrupted` is asked
     // while waiting for nodes. The first row (or the end) is ready on return.
     ClusterScan(cluster::ClusterClient& client, const store::Collection& collection, const QueryPlan& plan,
-                sqlite3_value** args, int argc, std::function<bool()> interrupted);
+                sqlite3_value** args, std::function<bool()> interrupted);
     ~ClusterScan();
 
     bool eof() const { return eof_; }
@@ -38,7 +38,7 @@ public:
 
 private:
     struct NodeStream;
-    void start(sqlite3_value** args, int argc);
+    void start(sqlite3_value** args);
     bool drain(NodeStream& s);
     void decode_frame(NodeStream& s, const std::string& payload);
     void wait();

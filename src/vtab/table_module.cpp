@@ -626,7 +626,7 @@ int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, 
                                             "(transactions across nodes come with replication)");
             }
             prepare_interrupt_probe(table);
-            cursor->remote = std::make_unique<ClusterScan>(*table->cluster, table->collection, plan, argv, argc,
+            cursor->remote = std::make_unique<ClusterScan>(*table->cluster, table->collection, plan, argv,
                                                            [table] { return user_interrupted(table); });
             cursor->eof = cursor->remote->eof();
             return SQLITE_OK;
