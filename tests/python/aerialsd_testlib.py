@@ -4,6 +4,7 @@ Standard library only (Debian's /usr/bin/python3, no PyPI): a small
 MessagePack codec for the row-data bodies, free ports chosen at run time,
 and a Node class that starts, waits for and stops one daemon.
 """
+import ctypes
 import http.client
 import json
 import os
@@ -17,6 +18,14 @@ import time
 AERIALSD = os.environ.get("AERIALSD") or os.path.join(
     os.environ.get("AERIALS_SOURCE_DIR", os.path.join(os.path.dirname(__file__), "..", "..")), "build", "aerialsd")
 TOKEN = "test-token-0123456789abcdef"
+
+
+def _die_with_parent():
+    """In the child before exec: the kernel kills the node when the test
+    process dies, so a test that crashes (or is killed by ctest's timeout)
+    never leaves nodes running."""
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 # --- MessagePack (the subset the protocol uses) --------------------------------
@@ -208,7 +217,7 @@ class Node:
         if self.join:
             args += ["--join", self.join]
         self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT)
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
         return self
 
     def wait_ready(self, timeout=30):
