@@ -202,7 +202,7 @@ Plan plan_replication(NodeContext& node, Session& s, const cluster::ClusterMap& 
     for (const KvState& st : states) {
         uint32_t slot = cluster::slot_of(s.hash_of("", st.key), map.slots);
         bool first_of_slot = !plan.writers_of_slot.count(slot);
-        std::vector<std::string>& writers = plan.writers_of_slot[slot];
+        std::vector<std::string>& writers = plan.writers_of_slot[slot];  // made even when empty: its acks are checked
         for (const cluster::NodeEntry* r : map.replicas_of(slot)) {
             if (r->id == self) continue;
             if (r->state != cluster::NodeState::kWrite && r->state != cluster::NodeState::kRead) continue;
@@ -286,8 +286,13 @@ json replicated_write(NodeContext& node, Session& s, const std::vector<KvKey>& k
         sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
         throw;
     }
-    if (map.ack == cluster::AckMode::kAsync || plan.targets.empty()) {
-        s.database().exec("COMMIT");
+    if (map.replication == 1 || map.ack == cluster::AckMode::kAsync) {
+        try {
+            s.database().exec("COMMIT");
+        } catch (...) {
+            sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+            throw;
+        }
         if (!plan.targets.empty()) replicate_after_commit(node, std::make_shared<Plan>(std::move(plan)), map.epoch, trace_id);
         return result;
     }
