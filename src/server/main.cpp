@@ -157,7 +157,15 @@ int main(int argc, char** argv) {
         };
         std::shared_ptr<void> api = configure(server);
         std::shared_ptr<void> peer_api;
-        PeerListener peer_listener(advertised_host, [&](httplib::Server& s) { peer_api = configure(s); });
+        int peer_port = 0;
+        if (std::optional<aerials::cluster::ClusterMap> known = cluster.map()) {
+            const aerials::cluster::NodeEntry* me = known->node(cluster.node_id());
+            if (me && !me->peer.empty()) {
+                auto [peer_host, port] = split_address(me->peer, "peer address");
+                if (peer_host == advertised_host) peer_port = port;
+            }
+        }
+        PeerListener peer_listener(advertised_host, peer_port, [&](httplib::Server& s) { peer_api = configure(s); });
         cluster.set_peer_address(peer_listener.address());
         cluster.set_push_timeout(std::chrono::milliseconds(config.probe_timeout_ms));
 

@@ -18,11 +18,13 @@ namespace aerials::server {
 
 class PeerListener {
 public:
-    // `setup` installs the endpoints and settings; the listener takes a port
-    // the system picks on `host`.
-    PeerListener(const std::string& host, const std::function<void(httplib::Server&)>& setup) {
+    // `setup` installs the endpoints and settings; the listener takes
+    // `preferred_port` on `host` (the one it had before a restart, so the map
+    // need not change) or, if that is taken or 0, a port the system picks.
+    PeerListener(const std::string& host, int preferred_port, const std::function<void(httplib::Server&)>& setup) {
         setup(server_);
-        int port = server_.bind_to_any_port(host.c_str());
+        int port = preferred_port > 0 && server_.bind_to_port(host.c_str(), preferred_port) ? preferred_port : 0;
+        if (port == 0) port = server_.bind_to_any_port(host.c_str());
         if (port <= 0) throw std::runtime_error("cannot open the listener for other nodes on " + host);
         address_ = host + ":" + std::to_string(port);
         thread_ = std::thread([this] { server_.listen_after_bind(); });
