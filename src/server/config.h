@@ -27,6 +27,11 @@ struct ServerConfig {
     // not reopen files (the node raises its descriptor limit to fit).
     int max_open = 96;
     int join_retries = 50;  // attempts, 200 ms apart, while the seed is not up yet
+
+    // Scrub (src/server/scrub.h): how often every bucket is checked (0: never),
+    // and how many pages per second the checks may read.
+    int scrub_interval_ms = 60000;
+    int scrub_pages_per_s = 20000;
 };
 
 // Parses argv. Returns the exit code to leave with when the process should
