@@ -278,6 +278,14 @@ nlohmann::json LocalStore::bucket_listing(uint32_t slots) {
     return {{"buckets", std::move(buckets)}};
 }
 
+bool LocalStore::has_damaged_buckets() {
+    std::lock_guard<std::mutex> lock(scrub_mutex_);
+    for (const auto& [name, state] : scrub_) {
+        if (state.first.rfind("damaged", 0) == 0 || state.first.rfind("quarantined", 0) == 0) return true;
+    }
+    return false;
+}
+
 LocalStore::Lease LocalStore::session() {
     {
         std::unique_lock<std::mutex> lock(mutex_);

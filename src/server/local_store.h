@@ -140,6 +140,9 @@ public:
     // replica state ("ok", "damaged: ...", "quarantined", "restored at <ms>")
     // and the result of its last check.
     void note_scrub(const std::string& name, const std::string& replica_state, const nlohmann::json& last_check);
+    // Whether the scrub found a bucket damaged that is not restored yet:
+    // this node's rows must not be copied to another replica meanwhile.
+    bool has_damaged_buckets();
 
 private:
     std::string root_;
