@@ -28,6 +28,15 @@ struct ServerConfig {
     int max_open = 96;
     int join_retries = 50;  // attempts, 200 ms apart, while the seed is not up yet
 
+    // Replication (docs/decisions/0011-replication.md). The first two are the
+    // new cluster's; the others each node's.
+    int replication = 2;
+    std::string ack;  // "" = all for replication <= 2, quorum for 3
+    int replication_timeout_ms = 3000;
+    int probe_interval_ms = 250;
+    int probe_timeout_ms = 1000;
+    int fail_threshold = 3;
+
     // Scrub (src/server/scrub.h): how often every bucket is checked (0: never),
     // and how many pages per second the checks may read.
     int scrub_interval_ms = 60000;
