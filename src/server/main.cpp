@@ -29,6 +29,8 @@
 #include "server/local_store.h"
 #include "server/metrics.h"
 #include "server/peer_client.h"
+#include "server/scrub.h"
+#include "server/scrub_rows.h"
 
 namespace {
 
@@ -151,6 +153,8 @@ int main(int argc, char** argv) {
         server.set_keep_alive_max_count(static_cast<size_t>(config.keep_alive_max));
         server.set_tcp_nodelay(true);
         std::shared_ptr<void> api = install_api(server, node);
+        install_digest_endpoint(server, node);
+        Scrubber scrubber(node);
 
         if (config.join.empty()) cluster.create_if_missing(config.slots, free_bytes(config.root), config.replication,
                                                            aerials::cluster::parse_ack(config.ack));
@@ -171,6 +175,7 @@ int main(int argc, char** argv) {
         }
         failover.start();
         catch_up.start();
+        scrubber.start();
         log_line({{"event", "listening"}, {"listen", config.listen}, {"node", cluster.node_id()}, {"root", config.root},
                   {"epoch", cluster.epoch()}, {"pid", getpid()}});
 
@@ -203,6 +208,7 @@ int main(int argc, char** argv) {
         // Wake the signal thread if the server stopped for another reason.
         pthread_kill(signal_thread.native_handle(), SIGTERM);
         signal_thread.join();
+        scrubber.stop();
         catch_up.stop();
         failover.stop();
         log_line({{"event", "stopped"}, {"node", cluster.node_id()}, {"exit_code", exit_code.load()}});
