@@ -222,15 +222,21 @@ void Scrubber::repair(const store::BucketId& id, const Check& check) {
         add_slot(plan[source->address], slot);
     }
 
-    // No write reaches this node until the bucket is back: none may land in
-    // the damaged file, and none may fall between the image and the new file.
-    std::unique_lock gate(node_.write_gate);
     std::vector<store::Collection> collections;
     {
         store::Catalog catalog(catalog_options(node_.store.root()));
         if (!catalog.lists(id)) return;  // split away meanwhile: no longer this node's to repair
         collections = catalog.load_collections();
     }
+    // No write reaches this node until the bucket is back: none may land in
+    // the damaged file, and none may fall between the image and the new file.
+    // Every local write needs a session, so holding the store exclusively
+    // (every session dropped, new ones waiting) is that gate. The write gate
+    // itself is not taken: the key-value writes take it after their session
+    // (replicated_write) and the replica endpoints before theirs, so closing
+    // it while sessions are held back would deadlock with one of the two.
+    std::optional<LocalStore::Exclusive> exclusive = node_.store.exclusive(std::chrono::seconds(10));
+    if (!exclusive) return failed("restore postponed: requests kept sessions busy for 10 s");
     std::vector<KvRow> rows;
     json sources = json::array();
     try {
@@ -243,9 +249,6 @@ void Scrubber::repair(const store::BucketId& id, const Check& check) {
     } catch (const std::exception& e) {
         return failed(std::string("restore postponed: ") + e.what());
     }
-    // Every session drops its handles to the file before it moves.
-    std::optional<LocalStore::Exclusive> exclusive = node_.store.exclusive(std::chrono::seconds(10));
-    if (!exclusive) return failed("restore postponed: requests kept sessions busy for 10 s");
     fs::path quarantine;
     try {
         quarantine = store::quarantine_bucket_files(node_.store.root(), id);

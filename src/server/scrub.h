@@ -6,18 +6,18 @@
 //   scrub's own (after a checkpoint, so that the file itself is checked),
 //   at most --scrub-pages-per-s pages a second. A missing file counts as
 //   damaged.
-// - A damaged bucket is repaired under the node's write gate (no write
-//   meanwhile): its rows are fetched from healthy replicas of its slots, the
-//   store is held exclusively (every worker session, and with it every
-//   handle to the file, is dropped), the file is moved with its -wal, -shm
-//   and -journal into root/quarantine/<ms>-<bucket>/, and a new file with the
-//   same hash range and schema is built from the fetched rows. Without a
+// - A damaged bucket is repaired with the store held exclusively (every
+//   worker session, and with it every handle to the file, is dropped, and no
+//   local write can run): its rows are fetched from healthy replicas of its
+//   slots, the file is moved with its -wal, -shm and -journal into
+//   root/quarantine/<ms>-<bucket>/, and a new file with the same hash range
+//   and schema is built from the fetched rows. Without a
 //   replica to restore from (--replication 1, or none writable) it stays as
 //   it is and keeps being reported.
 // - Where the node is a secondary, the digest of its rows in those slots is
 //   compared with the primary's (POST /v1/replica/digest); a difference seen
 //   twice in a row with the same digests (not a write in flight) is repaired
-//   by copying the primary's rows of those slots.
+//   by copying the primary's rows of those slots under the write gate.
 //
 // Log lines: scrub_round, bucket_damaged, bucket_quarantined,
 // bucket_restored, bucket_restore_failed, replica_diverged. GET /v1/buckets
