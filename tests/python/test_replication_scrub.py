@@ -1,0 +1,205 @@
+"""The scrub of aerialsd (issue 8, "Repair"): bytes overwritten in bucket
+files of one running node are found by its scrub (PRAGMA quick_check), each
+damaged bucket is quarantined (moved aside with its WAL) and restored from
+the other replica, and nothing written is lost. Run with Debian's
+/usr/bin/python3 (ctest sets AERIALS_EXTENSION):
+
+  AERIALS_EXTENSION=build/aerials.so PYTHONPATH=python \\
+      /usr/bin/python3 -m unittest -v test_replication_scrub      (from tests/python)
+
+Three nodes on 127.0.0.1 at ports chosen at run time, replication 2, a scrub
+round every 300 ms.
+"""
+
+import collections
+import glob
+import os
+import random
+import signal
+import sqlite3
+import sys
+import time
+import unittest
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import aerials  # noqa: E402
+from aerialsd_testlib import Cluster  # noqa: E402
+
+RECORDS = 4000
+VICTIMS = 3
+PAGE = 4096
+
+
+def sql_quote(text):
+    return "'" + text.replace("'", "''") + "'"
+
+
+def value_for(i):
+    # About 300 bytes: every bucket spans several pages, no overflow pages.
+    return ("v%05d-" % i) * 43
+
+
+def connect_cluster(node):
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    aerials.load(conn)
+    conn.execute("CREATE VIRTUAL TABLE kv USING aerials(cluster=%s, token_file=%s)"
+                 % (sql_quote("http://" + node.address), sql_quote(node.token_file)))
+    return conn
+
+
+def connect_root(root):
+    conn = sqlite3.connect(":memory:", isolation_level=None)
+    aerials.load(conn)
+    conn.execute("CREATE VIRTUAL TABLE kv USING aerials(root=%s)" % sql_quote(root))
+    return conn
+
+
+def wal_files_with_frames(root):
+    """Bucket files' WALs (root/xx/yy/name.sq3-wal; not the catalog's) that hold frames."""
+    return [p for p in glob.glob(os.path.join(root, "*", "*", "*.sq3-wal"))
+            if not p.startswith(os.path.join(root, "quarantine")) and os.path.getsize(p) > 0]
+
+
+class ScrubRepairTest(unittest.TestCase):
+    def setUp(self):
+        self.cluster = Cluster(3, extra=["--replication", "2", "--scrub-interval-ms", "300"])
+        self.addCleanup(self.cluster.close)
+        deadline = time.time() + 30
+        while True:
+            maps = [n.cluster_map() for n in self.cluster.nodes]
+            if all(m == maps[0] for m in maps) and len(maps[0]["nodes"]) == 3:
+                break
+            self.assertLess(time.time(), deadline, "cluster not formed: %r" % maps)
+            time.sleep(0.05)
+        self.assertEqual(maps[0].get("replication"), 2, maps[0])
+
+    def events(self, node, name):
+        return [line for line in node.log_lines() if line.get("event") == name]
+
+    def test_damaged_buckets_are_quarantined_and_restored(self):
+        seed, victim = self.cluster.nodes[0], self.cluster.nodes[1]
+        expected = {"k%05d" % i: value_for(i) for i in range(RECORDS)}
+        conn = connect_cluster(seed)
+        try:
+            items = sorted(expected.items())
+            for start in range(0, len(items), 500):
+                conn.executemany("INSERT INTO kv(key, value) VALUES (?, ?)", items[start:start + 500])
+            self.assertEqual(conn.execute("SELECT count(*) FROM kv").fetchone()[0], RECORDS)
+        finally:
+            conn.close()
+
+        # Until the scrub checkpointed them, pages may be newer in the WAL than
+        # in the file (and damage under them would never be read): wait until
+        # no bucket of the victim has WAL frames left.
+        deadline = time.time() + 30
+        while wal_files_with_frames(victim.root):
+            self.assertLess(time.time(), deadline, "WAL never checkpointed: %r" % wal_files_with_frames(victim.root))
+            time.sleep(0.1)
+
+        buckets = victim.request("GET", "/v1/buckets").json()["buckets"]
+        self.assertTrue(all(b["replica_state"] == "ok" for b in buckets), buckets)
+        # Buckets whose key-value table spans pages past the first: damage
+        # there is damage to records (not to free pages, which no check reads).
+        candidates = {}
+        for b in buckets:
+            pages = self.table_pages(self.bucket_path(victim, b))
+            if pages:
+                candidates[b["bucket"]] = (b, pages)
+        self.assertGreaterEqual(len(candidates), VICTIMS, buckets)
+        rng = random.Random(8)
+        chosen = [candidates[name][0] for name in rng.sample(sorted(candidates), VICTIMS)]
+        damaged_at = time.time()
+        for b in chosen:
+            path = self.bucket_path(victim, b)
+            pages = os.path.getsize(path) // PAGE
+            # Three whole pages in the middle of the file, from a page of the
+            # key-value table on (never the first: header and schema).
+            first = min(rng.choice(candidates[b["bucket"]][1]), max(pages - 3, 1))
+            count = min(3, pages - first)
+            with open(path, "r+b") as f:
+                f.seek(first * PAGE)
+                f.write(bytes(rng.randrange(256) for _ in range(count * PAGE)))
+        names = {b["bucket"] for b in chosen}
+
+        # The scrub finds each one, moves it aside and restores it.
+        deadline = time.time() + 60
+        while True:
+            restored = {e["bucket"]: e for e in self.events(victim, "bucket_restored") if e["bucket"] in names}
+            if set(restored) == names:
+                break
+            self.assertLess(time.time(), deadline, "not every damaged bucket was restored:\n%s"
+                            % victim.log_text()[-4000:])
+            time.sleep(0.1)
+        damaged = {}
+        for e in self.events(victim, "bucket_damaged"):
+            damaged.setdefault(e["bucket"], e)
+        quarantined = {e["bucket"]: e for e in self.events(victim, "bucket_quarantined")}
+        self.assertEqual(set(damaged), names, "only the damaged buckets are reported damaged")
+        for name in names:
+            self.assertIn(name, quarantined)
+            self.assertTrue(damaged[name]["error"], damaged[name])
+            self.assertLessEqual(damaged[name]["ts"], quarantined[name]["ts"])
+            self.assertLessEqual(quarantined[name]["ts"], restored[name]["ts"])
+            # The damaged file is kept, moved aside, never served again.
+            moved = glob.glob(os.path.join(quarantined[name]["quarantine"], "*.sq3"))
+            self.assertEqual(len(moved), 1, quarantined[name])
+            self.assertGreater(restored[name]["records"], 0, restored[name])
+        detection = [damaged[n]["ts"] / 1000.0 - damaged_at for n in names]
+        recovery = [restored[n]["ts"] / 1000.0 - damaged_at for n in names]
+        sys.stderr.write("\nscrub: %d damaged buckets detected after %.2f..%.2f s, restored after %.2f..%.2f s\n"
+                         % (len(names), min(detection), max(detection), min(recovery), max(recovery)))
+
+        states = {b["bucket"]: b for b in victim.request("GET", "/v1/buckets").json()["buckets"]}
+        for name in names:
+            self.assertRegex(states[name]["replica_state"], r"^restored at \d+$", states[name])
+            self.assertEqual(states[name]["status"], "active", states[name])
+
+        # A full read through the cluster matches what was written.
+        conn = connect_cluster(seed)
+        try:
+            got = dict(conn.execute("SELECT key, value FROM kv").fetchall())
+        finally:
+            conn.close()
+        self.assertEqual(len(got), RECORDS)
+        self.assertTrue(got == expected, "the cluster read differs from what was written")
+
+        # Each node's own files: every record on exactly two nodes, with its value.
+        for node in self.cluster.nodes:
+            self.assertEqual(node.stop(signal.SIGTERM), 0, node.log_text()[-2000:])
+        holders = collections.Counter()
+        for node in self.cluster.nodes:
+            local = connect_root(node.root)
+            try:
+                rows = local.execute("SELECT key, value FROM kv").fetchall()
+            finally:
+                local.close()
+            for key, value in rows:
+                self.assertEqual(value, expected.get(key), "node %s holds a wrong value for %r" % (node.name, key))
+                holders[key] += 1
+        self.assertEqual(set(holders), set(expected))
+        wrong = {k: n for k, n in holders.items() if n != 2}
+        self.assertEqual(wrong, {}, "records not on exactly two nodes")
+
+    def table_pages(self, path):
+        """0-based indexes of the pages of the key-value table past the first
+        page of the file, read by another process through SQLite (dbstat)."""
+        plain = sqlite3.connect("file:%s?mode=ro" % path, uri=True)
+        try:
+            self.assertEqual(plain.execute("PRAGMA page_size").fetchone()[0], PAGE)
+            return [p - 1 for (p,) in plain.execute("SELECT pageno FROM dbstat WHERE name = 'bucket' AND pageno > 1")]
+        finally:
+            plain.close()
+
+    def bucket_path(self, node, bucket):
+        # GET /v1/buckets names buckets; the catalog maps them to files.
+        catalog = sqlite3.connect("file:%s?mode=ro" % os.path.join(node.root, "aerial.sq3"), uri=True)
+        try:
+            (relative,) = catalog.execute("SELECT path FROM buckets WHERE name = ?", (bucket["bucket"],)).fetchone()
+        finally:
+            catalog.close()
+        return os.path.join(node.root, relative)
+
+
+if __name__ == "__main__":
+    unittest.main()
