@@ -48,6 +48,15 @@ const cluster::NodeEntry* restore_source(const cluster::ClusterMap& map, uint32_
     return nullptr;
 }
 
+// A WAL with frames, last written over a second ago (a stat: no descriptor).
+bool wal_is_quiet(const std::string& wal) {
+    std::error_code ec;
+    if (fs::file_size(wal, ec) == 0 || ec) return false;
+    auto written = fs::last_write_time(wal, ec);
+    if (ec) return false;
+    return fs::file_time_type::clock::now() - written > std::chrono::seconds(1);
+}
+
 bool listed(const std::string& root, const store::BucketId& id) {
     store::Catalog catalog(catalog_options(root));
     return catalog.lists(id);
@@ -159,9 +168,16 @@ Scrubber::Check Scrubber::check_bucket(const store::BucketId& id) {
         sqlite::Database db(path.string(), SQLITE_OPEN_READWRITE | SQLITE_OPEN_NOMUTEX);
         sqlite3_busy_timeout(db.get(), 50);
         // Pages newer in the WAL would be read from there: move them into the
-        // file first, so that the check reads the file itself. A reader in
-        // the way only makes this check less thorough, not wrong.
-        sqlite3_exec(db.get(), "PRAGMA wal_checkpoint(TRUNCATE)", nullptr, nullptr, nullptr);
+        // file and empty the WAL first, so that the check reads the file
+        // itself. Only in a bucket no one wrote for a while (the checkpoint
+        // holds its write lock), and waiting briefly: a reader in the way only
+        // makes this round's check less thorough.
+        if (wal_is_quiet(path.string() + "-wal")) {
+            // A connection knows the file is in WAL mode once it read it: until
+            // then a checkpoint is a no-op.
+            db.query_int("PRAGMA schema_version");
+            sqlite3_wal_checkpoint_v2(db.get(), nullptr, SQLITE_CHECKPOINT_TRUNCATE, nullptr, nullptr);
+        }
         check.page_size = static_cast<int>(db.query_int("PRAGMA page_size"));
         check.pages = db.query_int("PRAGMA page_count");
         sqlite::Statement quick = db.prepare("PRAGMA quick_check(10)");

@@ -181,6 +181,72 @@ class ScrubRepairTest(unittest.TestCase):
         wrong = {k: n for k, n in holders.items() if n != 2}
         self.assertEqual(wrong, {}, "records not on exactly two nodes")
 
+    def test_diverged_secondary_is_copied_from_the_primary(self):
+        seed, target = self.cluster.nodes[0], self.cluster.nodes[2]
+        expected = {"d%04d" % i: "value %d" % i for i in range(1000)}
+        conn = connect_cluster(seed)
+        try:
+            conn.executemany("INSERT INTO kv(key, value) VALUES (?, ?)", sorted(expected.items()))
+        finally:
+            conn.close()
+        # The rows `target` holds as a secondary: those of its own files that
+        # a scan of it (primary slots only) does not return.
+        local = connect_root(target.root)
+        try:
+            held = dict(local.execute("SELECT key, value FROM kv").fetchall())
+        finally:
+            local.close()
+        scanned = target.call("/v1/scan", {"stream": False}).msgpack()
+        primary_keys = {row[0] for row in scanned["rows"]}
+        secondary = sorted(set(held) - primary_keys)
+        self.assertGreater(len(secondary), 20, "target holds no secondary copies")
+        rng = random.Random(3)
+        dropped = rng.sample(secondary, 5)
+        changed = rng.sample(sorted(set(secondary) - set(dropped)), 5)
+        # Another process changes the copies behind the node's back (the
+        # store allows several processes): the replicas now differ.
+        local = connect_root(target.root)
+        try:
+            for key in dropped:
+                self.write_retrying(local, "DELETE FROM kv WHERE key = ?", key)
+            for key in changed:
+                self.write_retrying(local, "UPDATE kv SET value = 'wrong' WHERE key = ?", key)
+        finally:
+            local.close()
+        changed_at = time.time()
+        deadline = time.time() + 30
+        while not self.events(target, "replica_diverged"):
+            self.assertLess(time.time(), deadline, "no divergence found:\n%s" % target.log_text()[-4000:])
+            time.sleep(0.1)
+        found = self.events(target, "replica_diverged")[0]
+        sys.stderr.write("\nscrub: diverged copies of %d rows found and copied again after %.2f s\n"
+                         % (len(dropped) + len(changed), found["ts"] / 1000.0 - changed_at))
+        self.assertEqual(found["deleted"], 0, found)
+        self.assertGreaterEqual(found["upserted"], len(dropped) + len(changed), found)
+        local = connect_root(target.root)
+        try:
+            again = dict(local.execute("SELECT key, value FROM kv").fetchall())
+        finally:
+            local.close()
+        self.assertEqual(again, held, "the secondary's copies are not the primary's again")
+        # No other node found anything to copy: they did not differ.
+        for node in self.cluster.nodes:
+            if node is not target:
+                self.assertEqual(self.events(node, "replica_diverged"), [], node.name)
+
+    def write_retrying(self, conn, sql, key):
+        """One single-bucket write; the node's own connections may hold the
+        bucket's lock for a moment (a checkpoint)."""
+        for attempt in range(50):
+            try:
+                conn.execute(sql, (key,))
+                return
+            except sqlite3.OperationalError as e:
+                if "locked" not in str(e) and "busy" not in str(e):
+                    raise
+                time.sleep(0.05)
+        self.fail("%s for %r stayed locked" % (sql, key))
+
     def table_pages(self, path):
         """0-based indexes of the pages of the key-value table past the first
         page of the file, read by another process through SQLite (dbstat)."""
