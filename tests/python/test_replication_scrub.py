@@ -181,6 +181,36 @@ class ScrubRepairTest(unittest.TestCase):
         wrong = {k: n for k, n in holders.items() if n != 2}
         self.assertEqual(wrong, {}, "records not on exactly two nodes")
 
+    def test_missing_bucket_file_is_restored(self):
+        seed, victim = self.cluster.nodes[0], self.cluster.nodes[2]
+        expected = {"m%04d" % i: "value %d" % i for i in range(1000)}
+        conn = connect_cluster(seed)
+        try:
+            conn.executemany("INSERT INTO kv(key, value) VALUES (?, ?)", sorted(expected.items()))
+        finally:
+            conn.close()
+        buckets = victim.request("GET", "/v1/buckets").json()["buckets"]
+        bucket = max(buckets, key=lambda b: b.get("kv_records") or 0)
+        self.assertGreater(bucket["kv_records"], 0, bucket)
+        path = self.bucket_path(victim, bucket)
+        for suffix in ("", "-wal", "-shm"):
+            if os.path.exists(path + suffix):
+                os.remove(path + suffix)
+        deadline = time.time() + 30
+        while not [e for e in self.events(victim, "bucket_restored") if e["bucket"] == bucket["bucket"]]:
+            self.assertLess(time.time(), deadline, "the missing bucket was not restored:\n%s" % victim.log_text()[-4000:])
+            time.sleep(0.1)
+        (damaged,) = [e for e in self.events(victim, "bucket_damaged") if e["bucket"] == bucket["bucket"]]
+        self.assertIn("missing", damaged["error"])
+        (restored,) = [e for e in self.events(victim, "bucket_restored") if e["bucket"] == bucket["bucket"]]
+        self.assertEqual(restored["records"], bucket["kv_records"], restored)
+        self.assertTrue(os.path.exists(path))
+        conn = connect_cluster(seed)
+        try:
+            self.assertEqual(dict(conn.execute("SELECT key, value FROM kv").fetchall()), expected)
+        finally:
+            conn.close()
+
     def test_diverged_secondary_is_copied_from_the_primary(self):
         seed, target = self.cluster.nodes[0], self.cluster.nodes[2]
         expected = {"d%04d" % i: "value %d" % i for i in range(1000)}
