@@ -173,6 +173,7 @@ int main(int argc, char** argv) {
                 }
             }
         }
+        cluster.set_push_timeout(std::chrono::milliseconds(config.probe_timeout_ms));
         failover.start();
         catch_up.start();
         scrubber.start();
