@@ -155,12 +155,18 @@ class ScrubRepairTest(unittest.TestCase):
             self.assertRegex(states[name]["replica_state"], r"^restored at \d+$", states[name])
             self.assertEqual(states[name]["status"], "active", states[name])
 
-        # A full read through the cluster matches what was written.
+        # A full read through the cluster matches what was written, and
+        # aerials_buckets shows the restored buckets' replica state.
         conn = connect_cluster(seed)
         try:
             got = dict(conn.execute("SELECT key, value FROM kv").fetchall())
+            shown = dict(conn.execute("SELECT path, replica_state FROM aerials_buckets(?)",
+                                      ("http://" + seed.address,)).fetchall())
         finally:
             conn.close()
+        for name in names:
+            self.assertRegex(shown[victim.address + "/" + name], r"^restored at \d+$")
+        self.assertEqual({state for path, state in shown.items() if path.split("/")[1] not in names}, {"ok"})
         self.assertEqual(len(got), RECORDS)
         self.assertTrue(got == expected, "the cluster read differs from what was written")
 
