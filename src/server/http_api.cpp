@@ -168,7 +168,7 @@ void Api::check_epoch(const httplib::Request& req, httplib::Response& res, bool 
         const cluster::NodeEntry* coordinator = map->node(map->coordinator);
         if (coordinator && map->coordinator != node_.cluster.node_id()) {
             try {
-                node_.cluster.refresh_from(coordinator->address, t_trace);
+                node_.cluster.refresh_from(coordinator->peer_address(), t_trace);
             } catch (const std::exception& e) {
                 log_line({{"event", "map_refresh_failed"}, {"trace_id", t_trace}, {"error", e.what()}});
             }
@@ -492,7 +492,9 @@ void Api::replica_apply(const httplib::Request& req, httplib::Response& res) {
     if (!sets) throw WireError("missing field 'sets'");
     std::vector<KvState> states = states_from_wire(*sets);
     cluster::ClusterMap map = *node_.cluster.map();
-    std::shared_lock<WriteGate> gate(node_.write_gate);
+    // No gate here: the gate holds back this node's own writes as a primary
+    // (for an image); a replica apply waiting behind it would close a cycle
+    // of nodes waiting on each other's images.
     auto s = node_.store.session();
     for (size_t i = 0; i < states.size(); ++i) {
         uint32_t slot = cluster::slot_of(s->hash_of("", states[i].key), map.slots);
@@ -503,6 +505,8 @@ void Api::replica_apply(const httplib::Request& req, httplib::Response& res) {
                             {{"map", map.to_json()}});
         }
     }
+    // Before writing: a catch-up image written meanwhile leaves these alone.
+    if (node_.catch_up) node_.catch_up->note_applied(states);
     int64_t deadline = req.has_header("X-Aerials-Deadline-Ms")
                            ? std::strtoll(req.get_header_value("X-Aerials-Deadline-Ms").c_str(), nullptr, 10)
                            : 0;
@@ -514,8 +518,6 @@ void Api::replica_apply(const httplib::Request& req, httplib::Response& res) {
                             "this replica got to the write after its primary's deadline: it did not apply it");
         }
         s->database().exec("COMMIT");
-        // Still under the gate: a catch-up's image cannot come in between.
-        if (node_.catch_up) node_.catch_up->note_applied(states);
     } catch (...) {
         sqlite3_exec(s->db(), "ROLLBACK", nullptr, nullptr, nullptr);
         throw;
@@ -592,9 +594,9 @@ void Api::join(const httplib::Request& req, httplib::Response& res) {
     newcomer.address = cluster::string_field(request, "address");
     split_address(newcomer.address, "field 'address'");
     newcomer.free_bytes = cluster::integer_field(request, "free_bytes", 0);
-    if (const json* health = cluster::optional_field(request, "health"); health && health->is_string()) {
-        newcomer.health = health->get<std::string>();
-        split_address(newcomer.health, "field 'health'");
+    if (const json* peer = cluster::optional_field(request, "peer"); peer && peer->is_string()) {
+        newcomer.peer = peer->get<std::string>();
+        split_address(newcomer.peer, "field 'peer'");
     }
     std::optional<cluster::ClusterMap> map = node_.cluster.map();
     if (!map) throw HttpError(503, "not_ready", "this node holds no cluster map yet; join through a node that does");

@@ -235,7 +235,7 @@ void Scrubber::repair(const store::BucketId& id, const Check& check) {
         if (!map->is_replica(slot, me)) continue;
         const cluster::NodeEntry* source = restore_source(*map, slot, me);
         if (!source) return failed("no other replica of slot " + std::to_string(slot) + " is in state write");
-        add_slot(plan[source->address], slot);
+        add_slot(plan[source->peer_address()], slot);
     }
 
     std::vector<store::Collection> collections;
@@ -315,7 +315,7 @@ void Scrubber::compare_replicas(const cluster::ClusterMap& map) {
     for (const auto& [primary_id, ranges] : by_primary) {
         const cluster::NodeEntry* primary = map.node(primary_id);
         std::string body = cluster::encode_msgpack({{"ranges", slot_ranges_to_json(ranges)}});
-        PeerReply reply = node_.peers.post(primary->address, "/v1/replica/digest", body, "application/msgpack", trace,
+        PeerReply reply = node_.peers.post(primary->peer_address(), "/v1/replica/digest", body, "application/msgpack", trace,
                                            std::to_string(map.epoch));
         if (reply.status != 200) {
             event({{"event", "replica_compare_failed"}, {"node", me}, {"primary", primary->address},
@@ -340,7 +340,7 @@ void Scrubber::compare_replicas(const cluster::ClusterMap& map) {
         last_difference_.erase(primary_id);
         auto start = std::chrono::steady_clock::now();
         std::unique_lock gate(node_.write_gate);
-        std::vector<KvRow> image = fetch_image(node_.peers, primary->address, ranges, map.epoch, trace);
+        std::vector<KvRow> image = fetch_image(node_.peers, primary->peer_address(), ranges, map.epoch, trace);
         ResyncCounts counts = resync_rows(*node_.store.session(), ranges, map.slots, image);
         node_.metrics.count_scrub("diverged");
         event({{"event", "replica_diverged"}, {"node", me}, {"primary", primary->address},
