@@ -304,6 +304,10 @@ void Scrubber::repair(const store::BucketId& id, const Check& check) {
 
 void Scrubber::compare_replicas(const cluster::ClusterMap& map) {
     const std::string me = node_.cluster.node_id();
+    // A node catching up (state read) or failed over is behind by design:
+    // its catch-up, not the scrub, brings it level.
+    const cluster::NodeEntry* self = map.node(me);
+    if (!self || self->state != cluster::NodeState::kWrite) return;
     std::map<std::string, SlotRanges> by_primary;  // slots this node is a secondary of, by primary id
     for (uint32_t slot = 0; slot < map.slots; ++slot) {
         if (!map.is_replica(slot, me)) continue;
