@@ -232,7 +232,8 @@ void send_all(NodeContext& node, Plan& plan, int64_t epoch, const std::string& t
         std::string body = cluster::encode_msgpack({{"sets", states_to_wire(t->states)}});
         running.push_back(std::async(std::launch::async, [&node, t, body = std::move(body), epoch, &trace_id, &deadline] {
             t->reply = node.replica_peers.post(t->node->peer_address(), "/v1/replica/apply", body, kMsgpack, trace_id,
-                                               std::to_string(epoch), false, {{"X-Aerials-Deadline-Ms", deadline}});
+                                               std::to_string(epoch), false,
+                                               {{"X-Aerials-Deadline-Ms", deadline}, {"X-Aerials-Primary", node.cluster.node_id()}});
         }));
     }
     for (auto& f : running) f.get();
