@@ -70,6 +70,13 @@ std::optional<int> parse_config(int argc, char** argv, ServerConfig& c) {
     app.add_option("--fail-threshold", c.fail_threshold, "Unreliability score (failures add 1, successes take 1) at "
                    "which a node is made inactive and its slots fail over")
         ->capture_default_str()->envname("AERIALSD_FAIL_THRESHOLD")->check(CLI::Range(1, 1000));
+    app.add_option("--scrub-interval-ms", c.scrub_interval_ms, "Pause between scrub rounds (each checks every bucket "
+                   "with PRAGMA quick_check and compares replicas; damaged buckets are quarantined and restored from a "
+                   "replica); 0 turns the scrub off")
+        ->capture_default_str()->envname("AERIALSD_SCRUB_INTERVAL_MS")->check(CLI::Range(0, 86400000));
+    app.add_option("--scrub-pages-per-s", c.scrub_pages_per_s, "Pages per second the scrub's checks may read (the "
+                   "scrub sleeps between buckets to stay under it)")
+        ->capture_default_str()->envname("AERIALSD_SCRUB_PAGES_PER_S")->check(CLI::Range(1, 100000000));
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

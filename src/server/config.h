@@ -36,6 +36,11 @@ struct ServerConfig {
     int probe_interval_ms = 250;
     int probe_timeout_ms = 1000;
     int fail_threshold = 3;
+
+    // Scrub (src/server/scrub.h): how often every bucket is checked (0: never),
+    // and how many pages per second the checks may read.
+    int scrub_interval_ms = 60000;
+    int scrub_pages_per_s = 20000;
 };
 
 // Parses argv. Returns the exit code to leave with when the process should

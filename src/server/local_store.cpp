@@ -282,28 +282,99 @@ nlohmann::json LocalStore::bucket_listing(uint32_t slots) {
             }
         }
     }
+    std::lock_guard<std::mutex> lock(scrub_mutex_);
+    for (nlohmann::json& b : buckets) {
+        auto found = scrub_.find(b["bucket"].get<std::string>());
+        // Not checked yet by the scrub (or scrubbing is off): nothing known
+        // against it.
+        b["replica_state"] = found == scrub_.end() ? "ok" : found->second.first;
+        if (found != scrub_.end()) b["scrub"] = found->second.second;
+    }
     return {{"buckets", std::move(buckets)}};
+}
+
+bool LocalStore::has_damaged_buckets() {
+    std::lock_guard<std::mutex> lock(scrub_mutex_);
+    for (const auto& [name, state] : scrub_) {
+        if (state.first.rfind("damaged", 0) == 0 || state.first.rfind("quarantined", 0) == 0) return true;
+    }
+    return false;
 }
 
 LocalStore::Lease LocalStore::session() {
     {
-        std::lock_guard<std::mutex> lock(mutex_);
+        std::unique_lock<std::mutex> lock(mutex_);
+        returned_.wait(lock, [this] { return !exclusive_; });
+        ++leased_;
         if (!idle_.empty()) {
             std::unique_ptr<Session> s = std::move(idle_.back());
             idle_.pop_back();
             return Lease(*this, std::move(s));
         }
     }
-    return Lease(*this, std::make_unique<Session>(root_, max_open_));
+    try {
+        return Lease(*this, std::make_unique<Session>(root_, max_open_));
+    } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        --leased_;
+        returned_.notify_all();
+        throw;
+    }
 }
 
 LocalStore::Lease::~Lease() {
-    if (!session_) return;
+    if (!session_) {
+        // Discarded (still counted) or moved from (its count moved along).
+        if (counted_) {
+            std::lock_guard<std::mutex> lock(owner_.mutex_);
+            --owner_.leased_;
+            owner_.returned_.notify_all();
+        }
+        return;
+    }
     if (!sqlite3_get_autocommit(session_->db())) {
         sqlite3_exec(session_->db(), "ROLLBACK", nullptr, nullptr, nullptr);
     }
-    std::lock_guard<std::mutex> lock(owner_.mutex_);
-    owner_.idle_.push_back(std::move(session_));
+    std::unique_ptr<Session> dropped;
+    {
+        std::lock_guard<std::mutex> lock(owner_.mutex_);
+        --owner_.leased_;
+        // While the store is held exclusively, sessions that come back are
+        // destroyed: their Stores may hold the files being replaced.
+        if (owner_.exclusive_) {
+            dropped = std::move(session_);
+        } else {
+            owner_.idle_.push_back(std::move(session_));
+        }
+        owner_.returned_.notify_all();
+    }
+}
+
+std::optional<LocalStore::Exclusive> LocalStore::exclusive(std::chrono::milliseconds wait) {
+    std::vector<std::unique_ptr<Session>> dropped;
+    std::unique_lock<std::mutex> lock(mutex_);
+    returned_.wait(lock, [this] { return !exclusive_; });
+    exclusive_ = true;
+    dropped.swap(idle_);
+    bool drained = returned_.wait_for(lock, wait, [this] { return leased_ == 0; });
+    if (!drained) {
+        exclusive_ = false;
+        returned_.notify_all();
+        return std::nullopt;
+    }
+    return Exclusive(*this);
+}
+
+LocalStore::Exclusive::~Exclusive() {
+    if (!owner_) return;
+    std::lock_guard<std::mutex> lock(owner_->mutex_);
+    owner_->exclusive_ = false;
+    owner_->returned_.notify_all();
+}
+
+void LocalStore::note_scrub(const std::string& name, const std::string& replica_state, const nlohmann::json& last_check) {
+    std::lock_guard<std::mutex> lock(scrub_mutex_);
+    scrub_[name] = {replica_state, last_check};
 }
 
 }  // namespace aerials::server

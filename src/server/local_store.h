@@ -8,10 +8,14 @@
 // threads.
 #pragma once
 
+#include <chrono>
+#include <condition_variable>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include <nlohmann/json.hpp>
@@ -98,7 +102,8 @@ public:
         Lease(const Lease&) = delete;
         // Movable, so that a streamed answer can keep its session after the
         // handler returned (src/server/scan_stream.h).
-        Lease(Lease&& other) noexcept : owner_(other.owner_), session_(std::move(other.session_)) {}
+        Lease(Lease&& other) noexcept
+            : owner_(other.owner_), session_(std::move(other.session_)), counted_(std::exchange(other.counted_, false)) {}
         Lease& operator=(Lease&&) = delete;
         Session* operator->() { return session_.get(); }
         Session& operator*() { return *session_; }
@@ -109,19 +114,54 @@ public:
     private:
         LocalStore& owner_;
         std::unique_ptr<Session> session_;
+        bool counted_ = true;  // in the owner's count of leased sessions
     };
+    // Waits while the store is held exclusively (see exclusive()).
     Lease session();
+
+    // While the returned guard lives, no session exists: every idle one was
+    // destroyed (and with it its Store's handles to the bucket files), every
+    // leased one is destroyed when it comes back, and session() waits. For
+    // moving bucket files aside and replacing them (the scrub). Empty when
+    // the leased sessions did not all come back within `wait`.
+    class Exclusive {
+    public:
+        explicit Exclusive(LocalStore& owner) : owner_(&owner) {}
+        Exclusive(Exclusive&& other) noexcept : owner_(std::exchange(other.owner_, nullptr)) {}
+        Exclusive(const Exclusive&) = delete;
+        Exclusive& operator=(const Exclusive&) = delete;
+        Exclusive& operator=(Exclusive&&) = delete;
+        ~Exclusive();
+
+    private:
+        LocalStore* owner_;
+    };
+    std::optional<Exclusive> exclusive(std::chrono::milliseconds wait);
 
     const std::string& root() const { return root_; }
 
-    // The buckets as GET /v1/buckets lists them, with the slots each covers.
+    // The buckets as GET /v1/buckets lists them, with the slots each covers,
+    // and per bucket what the scrub found (replica_state, scrub).
     nlohmann::json bucket_listing(uint32_t slots);
+
+    // What the scrub last found about bucket `name` (its 16-hex name): its
+    // replica state ("ok", "damaged: ...", "quarantined", "restored at <ms>")
+    // and the result of its last check.
+    void note_scrub(const std::string& name, const std::string& replica_state, const nlohmann::json& last_check);
+    // Whether the scrub found a bucket damaged that is not restored yet:
+    // this node's rows must not be copied to another replica meanwhile.
+    bool has_damaged_buckets();
 
 private:
     std::string root_;
     int max_open_;
     std::mutex mutex_;
+    std::condition_variable returned_;  // a lease ended, or the exclusive hold did
     std::vector<std::unique_ptr<Session>> idle_;
+    int leased_ = 0;
+    bool exclusive_ = false;
+    std::mutex scrub_mutex_;
+    std::map<std::string, std::pair<std::string, nlohmann::json>> scrub_;  // by bucket name
 };
 
 // Splits module arguments at top-level commas and refuses any part that is

@@ -30,6 +30,8 @@
 #include "server/local_store.h"
 #include "server/metrics.h"
 #include "server/peer_client.h"
+#include "server/scrub.h"
+#include "server/scrub_rows.h"
 
 namespace {
 
@@ -153,7 +155,9 @@ int main(int argc, char** argv) {
             s.set_keep_alive_timeout(config.keep_alive_timeout_s);
             s.set_keep_alive_max_count(static_cast<size_t>(config.keep_alive_max));
             s.set_tcp_nodelay(true);
-            return install_api(s, node);
+            std::shared_ptr<void> api = install_api(s, node);
+            install_digest_endpoint(s, node);
+            return api;
         };
         std::shared_ptr<void> api = configure(server);
         std::shared_ptr<void> peer_api;
@@ -168,6 +172,7 @@ int main(int argc, char** argv) {
         PeerListener peer_listener(advertised_host, peer_port, [&](httplib::Server& s) { peer_api = configure(s); });
         cluster.set_peer_address(peer_listener.address());
         cluster.set_push_timeout(std::chrono::milliseconds(config.probe_timeout_ms));
+        Scrubber scrubber(node);
 
         if (config.join.empty()) cluster.create_if_missing(config.slots, free_bytes(config.root), config.replication,
                                                            aerials::cluster::parse_ack(config.ack));
@@ -199,6 +204,7 @@ int main(int argc, char** argv) {
         }
         failover.start();
         catch_up.start();
+        scrubber.start();
         log_line({{"event", "listening"}, {"listen", config.listen}, {"node", cluster.node_id()}, {"root", config.root},
                   {"epoch", cluster.epoch()}, {"pid", getpid()}});
 
@@ -247,6 +253,7 @@ int main(int argc, char** argv) {
         // Wake the signal thread if the server stopped for another reason.
         pthread_kill(signal_thread.native_handle(), SIGTERM);
         signal_thread.join();
+        scrubber.stop();
         catch_up.stop();
         failover.stop();
         peer_listener.stop();

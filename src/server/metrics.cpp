@@ -55,6 +55,9 @@ std::string Metrics::render(int64_t buckets, int64_t epoch) const {
         << "# HELP aerialsd_epoch Epoch of the cluster map this node holds.\n"
         << "# TYPE aerialsd_epoch gauge\n"
         << "aerialsd_epoch " << epoch << "\n";
+    out << "# HELP aerialsd_scrub_total Bucket checks of the scrub and what it found or did, by event.\n"
+        << "# TYPE aerialsd_scrub_total counter\n";
+    for (const auto& [event, n] : scrub_) out << "aerialsd_scrub_total{event=\"" << event << "\"} " << n << "\n";
     return out.str();
 }
 

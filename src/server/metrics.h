@@ -22,6 +22,12 @@ public:
         std::lock_guard<std::mutex> lock(mutex_);
         ++errors_[endpoint];
     }
+    // What the scrub found or did (src/server/scrub.h): "checked",
+    // "damaged", "quarantined", "restored", "diverged".
+    void count_scrub(const std::string& event) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        ++scrub_[event];
+    }
     // `buckets` and `epoch` are gauges read when the page is made.
     std::string render(int64_t buckets, int64_t epoch) const;
 
@@ -37,6 +43,7 @@ private:
     std::map<std::pair<std::string, int>, uint64_t> requests_;
     std::map<std::string, Histogram> durations_;
     std::map<std::string, uint64_t> errors_;
+    std::map<std::string, uint64_t> scrub_;
     uint64_t bytes_in_ = 0, bytes_out_ = 0, forwarded_ = 0;
 };
 

@@ -6,7 +6,8 @@
 // bucket with what the bucket file itself says now (records, bytes in use,
 // rows per collection). A bucket that cannot be read is listed with status
 // 'damaged' and the reason in `error`, so the view is the place to find damage
-// rather than another victim.
+// rather than another victim. On a cluster, `replica_state` is what the
+// node's scrub found (GET /v1/buckets); NULL for a local store.
 #include "vtab/buckets_view.h"
 
 #include <cstring>
@@ -28,7 +29,7 @@ using store::BucketId;
 
 enum Column {
     kBucket, kPath, kDepth, kLo, kHi, kRecords, kBytes, kChecksum, kLastCommitId, kMtime, kStatus, kError,
-    kCollections, kKvRecords, kRoot
+    kCollections, kKvRecords, kReplicaState, kRoot
 };
 
 struct BucketRow {
@@ -98,7 +99,8 @@ void result_json(sqlite3_context* ctx, const nlohmann::json& row, const char* na
 int view_connect(sqlite3* db, void* aux, int, const char* const*, sqlite3_vtab** out, char** err) {
     int rc = sqlite3_declare_vtab(db,
                                   "CREATE TABLE x(bucket, path, depth, lo, hi, records, bytes, checksum, "
-                                  "last_commit_id, mtime, status, error, collections, kv_records, root HIDDEN)");
+                                  "last_commit_id, mtime, status, error, collections, kv_records, replica_state, "
+                                  "root HIDDEN)");
     if (rc != SQLITE_OK) {
         *err = sqlite3_mprintf("aerials_buckets: %s", sqlite3_errmsg(db));
         return rc;
@@ -229,7 +231,8 @@ int view_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) {
         // The path names the node holding the file: node/bucket.
         const nlohmann::json& r = cursor->remote_rows[cursor->index];
         static const char* const fields[] = {"bucket", nullptr, "depth", "lo", "hi", "records", "bytes", "checksum",
-                                             "last_commit_id", "mtime", "status", "error", "collections", "kv_records"};
+                                             "last_commit_id", "mtime", "status", "error", "collections", "kv_records",
+                                             "replica_state"};
         if (column == kPath) {
             result_text(ctx, r.value("node", std::string()) + "/" + r.value("bucket", std::string()));
         } else if (column == kRoot) {
@@ -261,6 +264,7 @@ int view_column(sqlite3_vtab_cursor* base, sqlite3_context* ctx, int column) {
                 sqlite3_result_null(ctx);
             }
             break;
+        case kReplicaState: sqlite3_result_null(ctx); break;  // a local store has no replicas
         case kRoot: result_text(ctx, cursor->root); break;
         default: break;
     }

@@ -182,7 +182,7 @@ class BucketsCountsTest(ViewsTestCase):
     def test_columns(self):
         conn = self.new_kv(initial_buckets=2)
         cursor = conn.execute("SELECT * FROM aerials_buckets(?)", (self.root,))
-        self.assertEqual([d[0] for d in cursor.description][-2:], ["collections", "kv_records"])
+        self.assertEqual([d[0] for d in cursor.description][-3:], ["collections", "kv_records", "replica_state"])
         for b in self.buckets(conn):
             self.assertEqual((b["collections"], b["kv_records"]), ("{}", 0))
 

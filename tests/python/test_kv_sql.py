@@ -667,7 +667,7 @@ class SplitTest(AerialsTestCase):
 
 class BucketsViewTest(AerialsTestCase):
     COLUMNS = ["bucket", "path", "depth", "lo", "hi", "records", "bytes", "checksum", "last_commit_id", "mtime",
-               "status", "error", "collections", "kv_records"]
+               "status", "error", "collections", "kv_records", "replica_state"]
 
     def test_columns_and_initial_buckets(self):
         conn = self.new_kv(initial_buckets=4)
