@@ -7,6 +7,7 @@
 
 #include "cluster/wire_values.h"
 #include "server/http_api.h"
+#include "server/scrub_rows.h"
 
 namespace aerials::server {
 namespace {
@@ -69,7 +70,7 @@ void CatchUp::stop() {
 
 void CatchUp::note_applied(const std::vector<KvState>& states) {
     std::lock_guard<std::mutex> lock(journal_mutex_);
-    if (!journaling_) return;
+    if (journaling_ == 0) return;
     for (const KvState& st : states) journal_.insert(identity(st.key, st.subkey));
 }
 
@@ -95,38 +96,30 @@ bool CatchUp::run(const cluster::ClusterMap& map) {
     const std::string& self = node_.cluster.node_id();
     int64_t since = map.node(self)->state_epoch;
     std::string trace = "catch-up-" + self.substr(0, 6) + "-" + std::to_string(since);
-    {
-        std::lock_guard<std::mutex> lock(journal_mutex_);
-        journaling_ = true;
-        journal_.clear();
-    }
-    size_t copied = 0;
+    // Journaling covers the whole catch-up: a write that reached this node
+    // after one primary's image must survive until the activation.
+    struct Journal {
+        CatchUp& owner;
+        explicit Journal(CatchUp& o) : owner(o) {
+            std::lock_guard<std::mutex> lock(owner.journal_mutex_);
+            if (owner.journaling_++ == 0) owner.journal_.clear();
+        }
+        ~Journal() {
+            std::lock_guard<std::mutex> lock(owner.journal_mutex_);
+            if (--owner.journaling_ == 0) owner.journal_.clear();
+        }
+    } journal(*this);
+    int64_t copied = 0;
     for (const auto& [primary_id, ranges] : ranges_by_primary(map, self)) {
         const cluster::NodeEntry* primary = map.node(primary_id);
-        json request = {{"ranges", json::array()}};
-        for (auto [first, end] : ranges) request["ranges"].push_back({first, end});
-        PeerReply reply = node_.peers.post(primary->peer_address(), "/v1/replica/image", cluster::encode_msgpack(request),
-                                           "application/msgpack", trace, std::to_string(map.epoch));
-        if (reply.status != 200) {
-            log_line({{"event", "catch_up_retry"}, {"node", self}, {"from", primary->address},
-                      {"error", reply.status ? std::to_string(reply.status) + " " + reply.body.substr(0, 200) : reply.error}});
-            if (reply.status == 409) {
-                json body = json::parse(reply.body, nullptr, false);
-                if (body.is_object() && body.contains("map")) node_.cluster.adopt(cluster::ClusterMap::from_json(body["map"]));
-            }
+        try {
+            copied += copy_slots(primary->peer_address(), ranges, map, trace).written;
+        } catch (const std::exception& e) {
+            log_line({{"event", "catch_up_retry"}, {"node", self}, {"from", primary->address}, {"error", e.what()}});
+            // A primary on a newer map: the loop sees it on the next turn.
+            node_.cluster.refresh_from(primary->peer_address(), trace);
             return false;
         }
-        json answer = cluster::decode_msgpack_body(reply.body);
-        std::vector<KvState> image;
-        const json* rows = cluster::optional_field(answer, "rows");
-        if (!rows || !rows->is_array()) throw std::runtime_error("node " + primary->address + " sent an image without rows");
-        for (const json& row : *rows) {
-            if (!row.is_array() || row.size() != 3) throw std::runtime_error("node " + primary->address + " sent a malformed image row");
-            image.push_back({cluster::value_from_wire(row[0], "key"), cluster::value_from_wire(row[1], "subkey"),
-                             cluster::value_from_wire(row[2], "value"), true});
-        }
-        apply_image(ranges, map.slots, image);
-        copied += image.size();
     }
     const cluster::NodeEntry* coordinator = map.node(map.coordinator);
     PeerReply reply = node_.peers.post(coordinator->peer_address(), "/v1/cluster/activate",
@@ -137,18 +130,35 @@ bool CatchUp::run(const cluster::ClusterMap& map) {
         return false;
     }
     node_.cluster.adopt(cluster::ClusterMap::from_json(json::parse(reply.body)));
-    {
-        std::lock_guard<std::mutex> lock(journal_mutex_);
-        journaling_ = false;
-        journal_.clear();
-    }
     double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
     log_line({{"event", "caught_up"}, {"node", self}, {"records", copied}, {"seconds", seconds}, {"epoch", node_.cluster.epoch()}});
     return true;
 }
 
-void CatchUp::apply_image(const std::vector<std::pair<uint32_t, uint32_t>>& ranges, uint32_t slots,
-                          const std::vector<KvState>& image) {
+CatchUp::CopyCounts CatchUp::copy_slots(const std::string& address,
+                                        const std::vector<std::pair<uint32_t, uint32_t>>& ranges,
+                                        const cluster::ClusterMap& map, const std::string& trace_id) {
+    {
+        std::lock_guard<std::mutex> lock(journal_mutex_);
+        if (journaling_++ == 0) journal_.clear();
+    }
+    struct Stop {
+        CatchUp& owner;
+        ~Stop() {
+            std::lock_guard<std::mutex> lock(owner.journal_mutex_);
+            if (--owner.journaling_ == 0) owner.journal_.clear();
+        }
+    } stop{*this};
+    std::vector<KvState> image;
+    for (KvRow& row : fetch_image(node_.peers, address, ranges, map.epoch, trace_id)) {
+        image.push_back({std::move(row[0]), std::move(row[1]), std::move(row[2]), true});
+    }
+    return apply_image(ranges, map.slots, image);
+}
+
+CatchUp::CopyCounts CatchUp::apply_image(const std::vector<std::pair<uint32_t, uint32_t>>& ranges, uint32_t slots,
+                                         const std::vector<KvState>& image) {
+    CopyCounts counts;
     auto s = node_.store.session();
     s->set_slot_filter(slot_mask(slots, ranges));
     json local = s->query("SELECT key, subkey FROM temp.aerials_kv WHERE aerials_in_slots(key)", {});
@@ -174,6 +184,7 @@ void CatchUp::apply_image(const std::vector<std::pair<uint32_t, uint32_t>>& rang
                 std::lock_guard<std::mutex> lock(journal_mutex_);
                 if (journal_.count(identity(writes[i].key, writes[i].subkey))) continue;
                 apply_states(*s, {writes[i]});
+                ++(writes[i].present ? counts.written : counts.deleted);
             }
             s->database().exec("COMMIT");
         } catch (...) {
@@ -181,6 +192,7 @@ void CatchUp::apply_image(const std::vector<std::pair<uint32_t, uint32_t>>& rang
             throw;
         }
     }
+    return counts;
 }
 
 }  // namespace aerials::server

@@ -39,19 +39,30 @@ public:
     void start();
     void stop();
 
-    // A replica apply wrote `states` (called under the write gate, shared).
+    // A replica apply is about to write `states`.
     void note_applied(const std::vector<KvState>& states);
+
+    struct CopyCounts {
+        int64_t deleted = 0;   // local records the image lacks
+        int64_t written = 0;   // records of the image written
+    };
+    // Makes this node's records of `ranges` those of the node at `address`
+    // (a primary of them), leaving alone records that replicated writes
+    // changed meanwhile. Used by the catch-up and by the scrub's repair of a
+    // diverged copy. Throws naming the node on failure.
+    CopyCounts copy_slots(const std::string& address, const std::vector<std::pair<uint32_t, uint32_t>>& ranges,
+                          const cluster::ClusterMap& map, const std::string& trace_id);
 
 private:
     void loop();
     // One attempt; returns true once the coordinator made this node writable.
     bool run(const cluster::ClusterMap& map);
-    void apply_image(const std::vector<std::pair<uint32_t, uint32_t>>& ranges, uint32_t slots,
-                     const std::vector<KvState>& image);
+    CopyCounts apply_image(const std::vector<std::pair<uint32_t, uint32_t>>& ranges, uint32_t slots,
+                           const std::vector<KvState>& image);
 
     NodeContext& node_;
     std::mutex journal_mutex_;
-    bool journaling_ = false;
+    int journaling_ = 0;  // copies running (a catch-up, a scrub repair)
     std::set<std::string> journal_;  // identities of records written since the catch-up began
     std::atomic<bool> stopping_{false};
     std::mutex wake_mutex_;

@@ -560,6 +560,11 @@ void Api::replica_image(const httplib::Request& req, httplib::Response& res) {
         }
         wanted.emplace_back(static_cast<uint32_t>(r[0].get<uint64_t>()), static_cast<uint32_t>(r[1].get<uint64_t>()));
     }
+    // A node with a damaged bucket not yet restored would hand out a copy
+    // with holes.
+    if (node_.store.has_damaged_buckets()) {
+        throw HttpError(503, "damaged", "this node has a damaged bucket that is not restored yet: copy from another replica");
+    }
     // With the gate closed no write is in flight: every write that began
     // before this image is in it, every later one is sent to the node
     // catching up (this node holds the map in which it is catching up).

@@ -1,5 +1,7 @@
 #include "server/scrub.h"
 
+#include "server/catch_up.h"
+
 #include <algorithm>
 #include <chrono>
 #include <optional>
@@ -343,14 +345,14 @@ void Scrubber::compare_replicas(const cluster::ClusterMap& map) {
         }
         last_difference_.erase(primary_id);
         auto start = std::chrono::steady_clock::now();
-        std::unique_lock gate(node_.write_gate);
-        std::vector<KvRow> image = fetch_image(node_.peers, primary->peer_address(), ranges, map.epoch, trace);
-        ResyncCounts counts = resync_rows(*node_.store.session(), ranges, map.slots, image);
+        // The catch-up's copy: records that replicated writes change while it
+        // runs keep the newer value.
+        CatchUp::CopyCounts counts = node_.catch_up->copy_slots(primary->peer_address(), ranges, map, trace);
         node_.metrics.count_scrub("diverged");
         event({{"event", "replica_diverged"}, {"node", me}, {"primary", primary->address},
                   {"ranges", slot_ranges_to_json(ranges)}, {"local_rows", local.rows}, {"primary_rows", remote_rows},
                   {"local_digest", local.hex}, {"primary_digest", remote_hex}, {"deleted", counts.deleted},
-                  {"upserted", counts.upserted}, {"ms", ms_since(start)}});
+                  {"upserted", counts.written}, {"ms", ms_since(start)}});
     }
 }
 

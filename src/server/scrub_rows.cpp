@@ -22,8 +22,6 @@ using cluster::WireError;
 using nlohmann::json;
 
 const char* kMsgpack = "application/msgpack";
-const std::string kUpsert = "INSERT OR REPLACE INTO temp.aerials_kv(key, subkey, value) VALUES (?1, ?2, ?3)";
-const std::string kDelete = "DELETE FROM temp.aerials_kv WHERE key = ?1 AND subkey = ?2";
 
 struct StateFree {
     void operator()(XXH3_state_t* state) const { XXH3_freeState(state); }
@@ -157,46 +155,6 @@ std::vector<KvRow> fetch_image(const PeerClient& peers, const std::string& addre
     return out;
 }
 
-ResyncCounts resync_rows(Session& s, const SlotRanges& ranges, uint32_t slots, const std::vector<KvRow>& image) {
-    // Record ids (key and subkey encodings) of the image's rows in `ranges`,
-    // made through SQLite values as the store makes them.
-    std::set<std::string> wanted;
-    std::vector<const KvRow*> upserts;
-    {
-        sqlite::Statement echo = s.database().prepare("SELECT ?1, ?2");
-        for (const KvRow& row : image) {
-            cluster::bind_value(echo.get(), 1, row[0]);
-            cluster::bind_value(echo.get(), 2, row[1]);
-            echo.step();
-            if (in_ranges(ranges, slot_of_key(echo.column_value(0), slots))) {
-                wanted.insert(store::encode_record_id(echo.column_value(0), echo.column_value(1)));
-                upserts.push_back(&row);
-            }
-            echo.reset();
-        }
-    }
-    std::vector<std::array<store::OwnedValue, 2>> deletes;
-    {
-        sqlite::Statement local = s.database().prepare("SELECT key, subkey FROM temp.aerials_kv");
-        while (local.step()) {
-            if (!in_ranges(ranges, slot_of_key(local.column_value(0), slots))) continue;
-            if (wanted.count(store::encode_record_id(local.column_value(0), local.column_value(1)))) continue;
-            std::array<store::OwnedValue, 2> key;
-            key[0].assign(local.column_value(0));
-            key[1].assign(local.column_value(1));
-            deletes.push_back(std::move(key));
-        }
-    }
-    ResyncCounts counts;
-    s.database().exec("BEGIN");
-    for (const auto& key : deletes) counts.deleted += s.run(kDelete, {key[0], key[1]});
-    for (const KvRow* row : upserts) {
-        s.run(kUpsert, {(*row)[0], (*row)[1], (*row)[2]});
-        ++counts.upserted;
-    }
-    s.database().exec("COMMIT");
-    return counts;
-}
 
 void install_digest_endpoint(httplib::Server& server, NodeContext& node) {
     server.Post("/v1/replica/digest", [&node](const httplib::Request& req, httplib::Response& res) {

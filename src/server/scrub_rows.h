@@ -49,14 +49,6 @@ using KvRow = std::array<store::OwnedValue, 3>;  // key, subkey, value
 std::vector<KvRow> fetch_image(const PeerClient& peers, const std::string& address, const SlotRanges& ranges,
                                int64_t epoch, const std::string& trace_id);
 
-struct ResyncCounts {
-    int64_t deleted = 0;   // local rows the image lacks
-    int64_t upserted = 0;  // rows of the image written
-};
-// Makes the rows `s` holds in `ranges` those of `image`, in one transaction.
-// REQUIRES: no write reaches this node meanwhile (the caller holds the write
-// gate exclusively).
-ResyncCounts resync_rows(Session& s, const SlotRanges& ranges, uint32_t slots, const std::vector<KvRow>& image);
 
 // POST /v1/replica/digest {"ranges": [[first, end], ...]} ->
 // {"digest": "<32 hex>", "rows": n} (MessagePack both ways).
