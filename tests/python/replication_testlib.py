@@ -62,6 +62,15 @@ def report(text):
 # --- the nodes -------------------------------------------------------------------------
 
 
+def interesting_skip(line):
+    """A log line of a request answered with success: left out of failure messages."""
+    try:
+        entry = json.loads(line)
+    except ValueError:
+        return False
+    return isinstance(entry, dict) and "path" in entry and entry.get("status", 500) < 400 and "error" not in entry
+
+
 class ReplCluster:
     """`size` aerialsd nodes; n0 creates the cluster (and is its coordinator:
     it probes the others and is never failed over itself), the others join
@@ -203,12 +212,16 @@ class ReplCluster:
                 and n not in expected_dead]
 
     def log_tails(self, chars=2500):
+        """The end of each node's log without its successful requests (one
+        line per request drowns the events and errors)."""
         out = []
         for n in self.nodes:
             try:
-                out.append("--- %s (%s) log tail:\n%s" % (n.name, n.address, n.log_text()[-chars:]))
+                lines = [line for line in n.log_text().splitlines() if not interesting_skip(line)]
             except OSError:
-                pass
+                continue
+            out.append("--- %s (%s) log tail (successful requests left out):\n%s"
+                       % (n.name, n.address, "\n".join(lines)[-chars:]))
         return "\n".join(out)
 
     def log_events(self, node, *names):
@@ -248,12 +261,11 @@ class MapMonitor(threading.Thread):
     def run(self):
         coordinator = self.cluster.coordinator
         while not self.stop_event.is_set():
+            conn = http.client.HTTPConnection("127.0.0.1", coordinator.port, timeout=2)
             try:
-                conn = http.client.HTTPConnection("127.0.0.1", coordinator.port, timeout=2)
                 conn.request("GET", "/v1/cluster/map", headers={"Authorization": "Bearer " + TOKEN})
                 r = conn.getresponse()
                 body = r.read()
-                conn.close()
                 if r.status == 200:
                     m = json.loads(body)
                     now = time.monotonic()
@@ -267,6 +279,8 @@ class MapMonitor(threading.Thread):
                     self.errors += 1
             except (OSError, ValueError, http.client.HTTPException):
                 self.errors += 1
+            finally:
+                conn.close()
             self.stop_event.wait(self.interval)
 
     def stop(self):
@@ -398,36 +412,37 @@ class WriterPool:
             raise AssertionError("writers stuck %r or failed: %r" % (stuck, self.failures))
 
 
-class KillController(threading.Thread):
-    """Until stop(): SIGKILLs a random non-coordinator node, leaves it down
-    for a moment, restarts it on the same root and port, waits until the
-    map shows it in state write again (its catch-up done), waits a few
+class KillController:
+    """Until a deadline: SIGKILLs a random non-coordinator node, leaves it
+    down for a moment, restarts it on the same root and port, waits until
+    the map shows it in state write again (its catch-up done), waits a few
     seconds, and again. One node is down at a time: with RF 2 a second
-    failure before the first node caught up could take both replicas of
-    a slot."""
+    failure before the first node caught up could take both replicas of a
+    slot.
+
+    It runs in the test's main thread on purpose: the nodes die with the
+    thread that started them (PR_SET_PDEATHSIG follows the parent thread),
+    so a node restarted from a helper thread would be killed when that
+    thread ends."""
 
     Event = collections.namedtuple("Event", "node killed restarted recovered")
 
     def __init__(self, cluster, monitor, rng, down=(0.5, 2.0), between=(1.0, 3.0), recover_timeout=45):
-        super().__init__(daemon=True)
         self.cluster = cluster
         self.monitor = monitor
         self.rng = rng
         self.down = down
         self.between = between
         self.recover_timeout = recover_timeout
-        self.stop_event = threading.Event()
         self.events = []
-        self.failure = None
 
-    def run(self):
-        try:
-            self.stop_event.wait(self.rng.uniform(*self.between))
-            while not self.stop_event.is_set():
-                self.cycle(self.rng.choice(self.cluster.others))
-                self.stop_event.wait(self.rng.uniform(*self.between))
-        except BaseException as e:
-            self.failure = "%s\n%s" % (e, self.cluster.log_tails())
+    def run_until(self, deadline):
+        """Cycles until `deadline` (time.monotonic()); a cycle that began
+        before it is finished (its node back in state write)."""
+        time.sleep(min(self.rng.uniform(*self.between), max(deadline - time.monotonic(), 0)))
+        while time.monotonic() < deadline:
+            self.cycle(self.rng.choice(self.cluster.others))
+            time.sleep(min(self.rng.uniform(*self.between), max(deadline - time.monotonic(), 0)))
 
     def cycle(self, node):
         killed = time.monotonic()
@@ -452,16 +467,10 @@ class KillController(threading.Thread):
                 return restarted
             time.sleep(0.02)
         raise AssertionError("%s killed at %.1f s, restarted, not in state write %ss after its restart; its map states "
-                             "since the kill: %r" % (node.name, since_t0(killed), self.recover_timeout,
-                                                     self.monitor.changes(node.name, since=killed)))
+                             "since the kill: %r\n%s" % (node.name, since_t0(killed), self.recover_timeout,
+                                                         self.monitor.changes(node.name, since=killed),
+                                                         self.cluster.log_tails()))
 
-    def stop(self):
-        self.stop_event.set()
-        self.join(self.recover_timeout + 30)
-        if self.is_alive():
-            raise AssertionError("the kill controller did not finish its last cycle")
-        if self.failure:
-            raise AssertionError("kill controller: " + self.failure)
 
 
 def recovery_summary(events):

@@ -139,11 +139,9 @@ class ReplicationFaultTest(unittest.TestCase):
         writers = WriterPool(cluster, WRITERS, step, CLIENT_TIMEOUT_MS).start()
         controller = KillController(cluster, monitor, rng)
         began = time.monotonic()
-        controller.start()
+        left_down = None
         try:
-            time.sleep(FAULT_SECONDS)
-            controller.stop()
-            left_down = None
+            controller.run_until(began + FAULT_SECONDS)
             if last_kill_left:
                 # A node down while the writers go on: its replicas of the
                 # keys written now are missing until it catches up, so the
@@ -153,8 +151,6 @@ class ReplicationFaultTest(unittest.TestCase):
                 time.sleep(3)
         finally:
             writers.stop()
-            if controller.is_alive():
-                controller.stop_event.set()
         ledger = writers.ledger
         workload_seconds = time.monotonic() - began
         self.assertEqual([n.name for n in cluster.crashed([left_down] if left_down else [])], [],
@@ -214,11 +210,18 @@ class ReplicationFaultTest(unittest.TestCase):
         # victim is the non-coordinator node that is primary of the most.
         ids = {n.request("GET", "/health/live", token=None).header("X-Aerials-Node"): n.name for n in cluster.nodes}
         primary = {}
+        epoch = cluster.map()["epoch"]
         for k in keys:
-            r = cluster.coordinator.call("/v1/kv/get", {"key": k})
-            self.assertEqual(r.status, 200, r)
-            self.assertEqual(r.msgpack().get("value"), 0, (k, r))
-            primary[k] = ids[served_by(r)]
+            # Every node is asked: a node forwards to the primary (its
+            # answer names it) or refuses a key it is not primary of.
+            served = set()
+            for n in cluster.nodes:
+                r = n.call("/v1/kv/get", {"key": k}, epoch=epoch)
+                if r.status == 200:
+                    self.assertEqual(r.msgpack().get("value"), 0, (k, n.name, r))
+                    served.add(ids[served_by(r)])
+            self.assertEqual(len(served), 1, "%s: not exactly one node serves it: %r" % (k, served))
+            primary[k] = served.pop()
         counts = collections.Counter(primary.values())
         victim = max(cluster.others, key=lambda n: counts[n.name])
         victim_keys = {k for k in keys if primary[k] == victim.name}
