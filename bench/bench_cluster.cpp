@@ -140,7 +140,8 @@ public:
             std::string root = (dir / ("node" + std::to_string(i))).string();
             std::string log = (dir / ("node" + std::to_string(i) + ".log")).string();
             std::vector<std::string> args{o.aerialsd, "--root", root, "--listen", n.address, "--token-file",
-                                          (dir / "token").string(), "--threads", std::to_string(o.threads + 4)};
+                                          (dir / "token").string(), "--threads", std::to_string(o.threads + 4),
+                                          "--replication", "1"};
             if (i > 0) args.insert(args.end(), {"--join", nodes_[0].address});
             posix_spawn_file_actions_t actions;
             posix_spawn_file_actions_init(&actions);

@@ -1,5 +1,6 @@
 #include "cluster/cluster_client.h"
 
+#include <algorithm>
 #include <fstream>
 #include <random>
 #include <sstream>
@@ -72,7 +73,8 @@ void ClusterClient::adopt_map(const nlohmann::json& map_json) {
     ClusterMap fresh = ClusterMap::from_json(map_json);
     if (have_map_ && fresh.epoch <= map_.epoch) return;
     if (fresh.slots == 0) throw std::runtime_error("cluster map without slots");
-    owner_by_slot_ = fresh.owners_by_slot();
+    // Requests go to each slot's primary: its first writable replica.
+    owner_by_slot_ = fresh.primaries_by_slot();
     map_ = std::move(fresh);
     have_map_ = true;
 }
@@ -113,7 +115,13 @@ void ClusterClient::refresh_map() {
 
 const NodeEntry& ClusterClient::owner_of(store::Hash hash) {
     const ClusterMap& m = map();
-    const std::string& id = owner_by_slot_.at(slot_of(hash, m.slots));
+    uint32_t slot = slot_of(hash, m.slots);
+    const std::string& id = owner_by_slot_.at(slot);
+    if (id.empty()) {
+        throw NodeError("slot " + std::to_string(slot) + " has no writable replica in the cluster map (epoch " +
+                            std::to_string(m.epoch) + "): every node holding it is down",
+                        503, "unavailable");
+    }
     const NodeEntry* node = m.node(id);
     if (!node) throw std::runtime_error("cluster map names an unknown owner " + id);
     return *node;
@@ -123,7 +131,7 @@ std::vector<const NodeEntry*> ClusterClient::slot_owners() {
     const ClusterMap& m = map();
     std::vector<const NodeEntry*> owners;
     for (const NodeEntry& n : m.nodes) {
-        if (m.slot_count_of(n.id) > 0) owners.push_back(&n);
+        if (std::find(owner_by_slot_.begin(), owner_by_slot_.end(), n.id) != owner_by_slot_.end()) owners.push_back(&n);
     }
     return owners;
 }
@@ -152,7 +160,15 @@ std::unique_ptr<Exchange> ClusterClient::get(const std::string& address, const s
 }
 
 void ClusterClient::throw_failure(Exchange& e) {
-    if (e.status() == 0) throw NodeError(e.error().empty() ? "no answer from node " + e.address() : e.error(), 0, "unreachable");
+    if (e.status() == 0) {
+        // The node may have failed over: the next request routes with the
+        // newest map any node holds.
+        try {
+            refresh_map();
+        } catch (const std::exception&) {
+        }
+        throw NodeError(e.error().empty() ? "no answer from node " + e.address() : e.error(), 0, "unreachable");
+    }
     nlohmann::json body = nlohmann::json::parse(e.body(), nullptr, false);
     std::string code = body.is_object() && body.contains("error") && body["error"].is_string() ? body["error"].get<std::string>() : "";
     std::string message = body.is_object() && body.contains("message") && body["message"].is_string()
@@ -161,6 +177,11 @@ void ClusterClient::throw_failure(Exchange& e) {
     if ((e.status() == 409 && code == "stale_epoch") || (e.status() == 421 && code == "wrong_node")) {
         if (body.contains("map")) adopt_map(body["map"]);
         else refresh_map();
+        throw StaleRoute("node " + e.address() + ": " + message);
+    }
+    if (e.status() == 503 && code == "not_ready") {
+        // A node that was failed over, or is catching up, runs nothing.
+        refresh_map();
         throw StaleRoute("node " + e.address() + ": " + message);
     }
     if (e.status() == 409 && code == "constraint") throw sqlite::Error(SQLITE_CONSTRAINT, message);

@@ -28,6 +28,72 @@ NodeState parse_state(const std::string& name) {
     throw std::invalid_argument("unknown node state '" + name + "' (known: write, read, inactive, proposal)");
 }
 
+const char* ack_name(AckMode mode) {
+    switch (mode) {
+        case AckMode::kAll: return "all";
+        case AckMode::kQuorum: return "quorum";
+        case AckMode::kAsync: return "async";
+    }
+    return "?";
+}
+
+AckMode parse_ack(const std::string& name) {
+    if (name == "all") return AckMode::kAll;
+    if (name == "quorum") return AckMode::kQuorum;
+    if (name == "async") return AckMode::kAsync;
+    throw std::invalid_argument("unknown ack mode '" + name + "' (known: all, quorum, async)");
+}
+
+std::vector<const NodeEntry*> ClusterMap::replicas_of(uint32_t slot) const {
+    std::vector<const NodeEntry*> out;
+    const std::string& first = owner(slot);
+    size_t at = nodes.size();
+    for (size_t i = 0; i < nodes.size(); ++i) {
+        if (nodes[i].id == first) at = i;
+    }
+    if (at == nodes.size()) return out;
+    for (size_t k = 0; k < nodes.size() && out.size() < static_cast<size_t>(replication); ++k) {
+        const NodeEntry& n = nodes[(at + k) % nodes.size()];
+        if (n.state != NodeState::kProposal) out.push_back(&n);
+    }
+    return out;
+}
+
+const NodeEntry* ClusterMap::primary_of(uint32_t slot) const {
+    for (const NodeEntry* n : replicas_of(slot)) {
+        if (n->state == NodeState::kWrite) return n;
+    }
+    return nullptr;
+}
+
+bool ClusterMap::is_replica(uint32_t slot, const std::string& id) const {
+    for (const NodeEntry* n : replicas_of(slot)) {
+        if (n->id == id) return true;
+    }
+    return false;
+}
+
+int ClusterMap::required_acks(uint32_t slot) const {
+    switch (ack) {
+        case AckMode::kAsync: return 1;
+        case AckMode::kQuorum: return replication / 2 + 1;
+        case AckMode::kAll: break;
+    }
+    int writable = 0;
+    for (const NodeEntry* n : replicas_of(slot)) writable += n->state == NodeState::kWrite;
+    return std::max(writable, 1);
+}
+
+std::vector<std::string> ClusterMap::primaries_by_slot() const {
+    std::vector<std::string> out(slots);
+    for (const SlotRange& r : assignment) {
+        // Every slot of a range has the same replicas: compute them once.
+        const NodeEntry* p = primary_of(r.first);
+        for (uint32_t s = r.first; s < r.end && s < slots; ++s) out[s] = p ? p->id : "";
+    }
+    return out;
+}
+
 const NodeEntry* ClusterMap::node(const std::string& id) const {
     for (const NodeEntry& n : nodes) {
         if (n.id == id) return &n;
@@ -79,10 +145,13 @@ nlohmann::json ClusterMap::to_json() const {
                               {"address", n.address},
                               {"state", state_name(n.state)},
                               {"free_bytes", n.free_bytes},
-                              {"last_seen", n.last_seen_ms}});
+                              {"last_seen", n.last_seen_ms},
+                              {"state_epoch", n.state_epoch}});
     }
     j["assignment"] = nlohmann::json::array();
     for (const SlotRange& r : assignment) j["assignment"].push_back({r.first, r.end, r.owner});
+    j["replication"] = replication;
+    j["ack"] = ack_name(ack);
     return j;
 }
 
@@ -136,6 +205,7 @@ ClusterMap ClusterMap::from_json(const nlohmann::json& j) {
         e.state = parse_state(field<std::string>(n, "state", "cluster map node " + e.id));
         e.free_bytes = field<int64_t>(n, "free_bytes", "cluster map node " + e.id);
         e.last_seen_ms = field<int64_t>(n, "last_seen", "cluster map node " + e.id);
+        if (n.contains("state_epoch")) e.state_epoch = field<int64_t>(n, "state_epoch", "cluster map node " + e.id);
         if (!ids.insert(e.id).second) throw std::invalid_argument("cluster map: node " + e.id + " listed twice");
         map.nodes.push_back(std::move(e));
     }
@@ -164,11 +234,22 @@ ClusterMap ClusterMap::from_json(const nlohmann::json& j) {
     if (next != map.slots) {
         throw std::invalid_argument("cluster map: slots from " + std::to_string(next) + " on have no owner");
     }
+    // Maps written before replication existed hold neither field.
+    if (j.contains("replication")) {
+        map.replication = field<int>(j, "replication", "cluster map");
+        if (map.replication < 1 || map.replication > kMaxReplication) {
+            throw std::invalid_argument("cluster map: replication must be 1.." + std::to_string(kMaxReplication) +
+                                        ", got " + std::to_string(map.replication));
+        }
+    }
+    if (j.contains("ack")) map.ack = parse_ack(field<std::string>(j, "ack", "cluster map"));
     return map;
 }
 
-ClusterMap new_cluster(const std::string& cluster_id, NodeEntry first, uint32_t slots) {
+ClusterMap new_cluster(const std::string& cluster_id, NodeEntry first, uint32_t slots, int replication, AckMode ack) {
     ClusterMap map;
+    map.replication = replication;
+    map.ack = ack;
     map.cluster_id = cluster_id;
     map.epoch = 1;
     map.slots = slots;

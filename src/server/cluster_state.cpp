@@ -1,6 +1,7 @@
 #include "server/cluster_state.h"
 
 #include <chrono>
+#include <future>
 #include <cstdio>
 #include <iostream>
 #include <random>
@@ -102,10 +103,10 @@ bool ClusterState::adopt(const cluster::ClusterMap& map) {
     return true;
 }
 
-void ClusterState::create_if_missing(uint32_t slots, int64_t free_bytes) {
+void ClusterState::create_if_missing(uint32_t slots, int64_t free_bytes, int replication, cluster::AckMode ack) {
     if (map()) return;
     cluster::NodeEntry self{node_id_, address_, cluster::NodeState::kWrite, free_bytes, now_ms()};
-    adopt(cluster::new_cluster(random_hex(16), self, slots));
+    adopt(cluster::new_cluster(random_hex(16), self, slots, replication, ack));
 }
 
 void ClusterState::refresh_from(const std::string& address, const std::string& trace_id) {
@@ -179,6 +180,16 @@ cluster::ClusterMap ClusterState::join(cluster::NodeEntry newcomer, const std::s
     }
     std::vector<cluster::SlotRange> plan = cluster::plan_join(*current, newcomer.id);
     check_slots_empty(*current, plan, newcomer.id, trace_id);
+    if (current->replication > 1) {
+        // A newcomer also becomes a further replica of slots it does not
+        // take: those must be empty too until data can move.
+        try {
+            check_slots_empty(*current, current->assignment, newcomer.id, trace_id);
+        } catch (const JoinRefused& e) {
+            throw JoinRefused(std::string(e.what()) + " (with replication " + std::to_string(current->replication) +
+                              " a newcomer changes the replicas of every slot)");
+        }
+    }
 
     // Epoch + 1: the newcomer as a proposal; epoch + 2: its share of slots.
     cluster::ClusterMap proposed = *current;
@@ -193,16 +204,39 @@ cluster::ClusterMap ClusterState::join(cluster::NodeEntry newcomer, const std::s
     assigned.epoch = proposed.epoch + 1;
     assigned.assignment = cluster::reassign(proposed, plan, newcomer.id);
     assigned.node(newcomer.id)->state = cluster::NodeState::kWrite;
+    assigned.node(newcomer.id)->state_epoch = assigned.epoch;
     adopt(assigned);
     push(assigned, trace_id);
     return assigned;
 }
 
+cluster::ClusterMap ClusterState::change(const std::function<bool(cluster::ClusterMap&)>& edit,
+                                        const std::string& trace_id) {
+    std::lock_guard<std::mutex> change(change_mutex_);
+    std::optional<cluster::ClusterMap> current = map();
+    if (!current) throw std::runtime_error("this node holds no cluster map yet");
+    if (current->coordinator != node_id_) throw std::logic_error("a map change asked of a node that is not the coordinator");
+    cluster::ClusterMap next = *current;
+    if (!edit(next)) return *current;
+    next.epoch = current->epoch + 1;
+    adopt(next);
+    push(next, trace_id);
+    return next;
+}
+
 void ClusterState::push(const cluster::ClusterMap& map, const std::string& trace_id) {
     std::string body = map.to_json().dump();
+    // In parallel: a paused node must not hold up the others' news.
+    std::vector<std::pair<const cluster::NodeEntry*, std::future<PeerReply>>> sent;
     for (const cluster::NodeEntry& n : map.nodes) {
         if (n.id == node_id_) continue;
-        PeerReply reply = peers_.post(n.address, "/v1/cluster/map", body, "application/json", trace_id);
+        sent.emplace_back(&n, std::async(std::launch::async, [this, &n, &body, &trace_id] {
+                              return peers_.post(n.address, "/v1/cluster/map", body, "application/json", trace_id);
+                          }));
+    }
+    for (auto& [node, future] : sent) {
+        const cluster::NodeEntry& n = *node;
+        PeerReply reply = future.get();
         if (reply.status != 200) {
             log_line({{"event", "map_push_failed"},
                       {"to", n.address},

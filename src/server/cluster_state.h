@@ -36,7 +36,7 @@ public:
     bool ready() const;
 
     // Creates a one-node cluster unless a map is persisted already.
-    void create_if_missing(uint32_t slots, int64_t free_bytes);
+    void create_if_missing(uint32_t slots, int64_t free_bytes, int replication, cluster::AckMode ack);
     // Persists and serves `map` if it is newer than the current one; returns
     // whether it was.
     bool adopt(const cluster::ClusterMap& map);
@@ -44,6 +44,11 @@ public:
     // Coordinator: adds `newcomer` (see docs/protocol.md, join) and returns the
     // resulting map. Serialized: one map change at a time.
     cluster::ClusterMap join(cluster::NodeEntry newcomer, const std::string& trace_id);
+
+    // Coordinator: applies `edit` to a copy of the map; if it returns true,
+    // the copy becomes the next epoch, is persisted and pushed to every node.
+    // Serialized with joins. Returns the map in force afterwards.
+    cluster::ClusterMap change(const std::function<bool(cluster::ClusterMap&)>& edit, const std::string& trace_id);
 
     // Fetches the map from `address` and adopts it. Throws naming the node.
     void refresh_from(const std::string& address, const std::string& trace_id);

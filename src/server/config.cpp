@@ -2,6 +2,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include "cluster/cluster_map.h"
 #include "cluster/slots.h"
 
 namespace aerials::server {
@@ -54,12 +55,28 @@ std::optional<int> parse_config(int argc, char** argv, ServerConfig& c) {
         ->capture_default_str()->envname("AERIALSD_MAX_OPEN")->check(CLI::Range(2, 4096));
     app.add_option("--join-retries", c.join_retries, "Attempts to reach the --join node, 200 ms apart, before giving up")
         ->capture_default_str()->envname("AERIALSD_JOIN_RETRIES")->check(CLI::Range(1, 100000));
+    app.add_option("--replication", c.replication, "Replicas of every slot in a new cluster (1..3)")
+        ->capture_default_str()->envname("AERIALSD_REPLICATION")->check(CLI::Range(1, cluster::kMaxReplication));
+    app.add_option("--ack", c.ack, "When a write of a new cluster is acknowledged: all (every writable replica holds "
+                   "it; the default up to 2 replicas), quorum (a majority; the default for 3), async (the primary "
+                   "alone: a primary lost before it replicated loses the write)")
+        ->envname("AERIALSD_ACK")->check(CLI::IsMember({"all", "quorum", "async"}));
+    app.add_option("--replication-timeout-ms", c.replication_timeout_ms, "How long a primary waits for a replica")
+        ->capture_default_str()->envname("AERIALSD_REPLICATION_TIMEOUT_MS")->check(CLI::Range(10, 600000));
+    app.add_option("--probe-interval-ms", c.probe_interval_ms, "How often the coordinator probes every node")
+        ->capture_default_str()->envname("AERIALSD_PROBE_INTERVAL_MS")->check(CLI::Range(10, 600000));
+    app.add_option("--probe-timeout-ms", c.probe_timeout_ms, "A probe unanswered this long counts as a failure")
+        ->capture_default_str()->envname("AERIALSD_PROBE_TIMEOUT_MS")->check(CLI::Range(10, 600000));
+    app.add_option("--fail-threshold", c.fail_threshold, "Unreliability score (failures add 1, successes take 1) at "
+                   "which a node is made inactive and its slots fail over")
+        ->capture_default_str()->envname("AERIALSD_FAIL_THRESHOLD")->check(CLI::Range(1, 1000));
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {
         return app.exit(e);
     }
     if (c.advertise.empty()) c.advertise = c.listen;
+    if (c.ack.empty()) c.ack = c.replication >= 3 ? "quorum" : "all";
     return std::nullopt;
 }
 

@@ -27,6 +27,15 @@ struct ServerConfig {
     // not reopen files (the node raises its descriptor limit to fit).
     int max_open = 96;
     int join_retries = 50;  // attempts, 200 ms apart, while the seed is not up yet
+
+    // Replication (docs/decisions/0011-replication.md). The first two are the
+    // new cluster's; the others each node's.
+    int replication = 2;
+    std::string ack;  // "" = all for replication <= 2, quorum for 3
+    int replication_timeout_ms = 3000;
+    int probe_interval_ms = 250;
+    int probe_timeout_ms = 1000;
+    int fail_threshold = 3;
 };
 
 // Parses argv. Returns the exit code to leave with when the process should

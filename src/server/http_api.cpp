@@ -1,6 +1,8 @@
 #include "server/http_api.h"
 
 #include <charconv>
+#include <mutex>
+#include <shared_mutex>
 #include <chrono>
 #include <functional>
 #include <optional>
@@ -8,7 +10,10 @@
 #include "cluster/slots.h"
 #include "cluster/wire_values.h"
 #include "server/auth.h"
+#include "server/catch_up.h"
 #include "server/errors.h"
+#include "server/failover.h"
+#include "server/replication.h"
 #include "server/request_sql.h"
 #include "server/row_batch.h"
 #include "server/scan_stream.h"
@@ -35,7 +40,9 @@ std::string endpoint_of(const std::string& path) {
     static const char* const known[] = {"/health/live",  "/health/ready", "/metrics",        "/v1/cluster/map",
                                         "/v1/cluster/join", "/v1/kv/get",  "/v1/kv/put",      "/v1/kv/delete",
                                         "/v1/kv/batch",  "/v1/scan",      "/v1/map",         "/v1/rows/insert",
-                                        "/v1/rows/batch", "/v1/collections", "/v1/buckets"};
+                                        "/v1/rows/batch", "/v1/collections", "/v1/buckets",
+                                        "/v1/replica/apply", "/v1/replica/image", "/v1/cluster/suspect",
+                                        "/v1/cluster/activate"};
     for (const char* k : known) {
         if (path == k) return k;
     }
@@ -95,7 +102,11 @@ private:
     Handler guarded(Handler h);
 
     // Data endpoints: the node must be ready and the request's epoch current.
-    void check_epoch(const httplib::Request& req, httplib::Response& res);
+    // A node catching up (state read) takes replicated writes only.
+    void check_epoch(const httplib::Request& req, httplib::Response& res, bool catching_up_ok = false);
+    // Sharded tables are not replicated: with replication, their writes and
+    // map-reduce are refused rather than done on one copy.
+    void refuse_unreplicated(const std::string& what);
     // Throws 421 or forwards; returns true when the answer is in `res`.
     bool forward_unless_owned(const httplib::Request& req, httplib::Response& res, store::Hash hash);
     void require_owned(const cluster::ClusterMap& map, store::Hash hash, const std::string& what);
@@ -107,6 +118,10 @@ private:
     void rows_insert(const httplib::Request&, httplib::Response&);
     void rows_batch(const httplib::Request&, httplib::Response&);
     void join(const httplib::Request&, httplib::Response&);
+    void replica_apply(const httplib::Request&, httplib::Response&);
+    void replica_image(const httplib::Request&, httplib::Response&);
+    void cluster_suspect(const httplib::Request&, httplib::Response&);
+    void cluster_activate(const httplib::Request&, httplib::Response&);
 
     httplib::Server& server_;
     NodeContext& node_;
@@ -123,10 +138,20 @@ Api::Handler Api::guarded(Handler h) {
     };
 }
 
-void Api::check_epoch(const httplib::Request& req, httplib::Response& res) {
+void Api::check_epoch(const httplib::Request& req, httplib::Response& res, bool catching_up_ok) {
     // While draining, requests that already arrived are still served: the
     // listener is closed and each connection ends after its current request.
-    if (!node_.cluster.ready()) throw HttpError(503, "not_ready", "this node holds no cluster map in which it owns slots yet");
+    if (!node_.cluster.ready()) {
+        std::optional<cluster::ClusterMap> map = node_.cluster.map();
+        const cluster::NodeEntry* self = map ? map->node(node_.cluster.node_id()) : nullptr;
+        bool catching_up = self && self->state == cluster::NodeState::kRead;
+        if (!catching_up_ok || !catching_up) {
+            throw HttpError(503, "not_ready",
+                            self ? "this node is " + std::string(cluster::state_name(self->state)) +
+                                       " in the cluster map (epoch " + std::to_string(map->epoch) + "): route around it"
+                                 : "this node holds no cluster map in which it owns slots yet");
+        }
+    }
     if (!req.has_header("X-Aerials-Epoch")) {
         throw WireError("missing header X-Aerials-Epoch: send the epoch of the cluster map the request was routed with");
     }
@@ -159,9 +184,20 @@ void Api::check_epoch(const httplib::Request& req, httplib::Response& res) {
     res.set_header("X-Aerials-Epoch", std::to_string(mine));
 }
 
+void Api::refuse_unreplicated(const std::string& what) {
+    std::optional<cluster::ClusterMap> map = node_.cluster.map();
+    if (map && map->replication > 1) {
+        throw HttpError(501, "not_replicated",
+                        what + " is not replicated yet, and this cluster keeps " + std::to_string(map->replication) +
+                            " replicas of every record: only the key-value table is served here (a cluster created "
+                            "with --replication 1 serves sharded tables and map-reduce)");
+    }
+}
+
 void Api::require_owned(const cluster::ClusterMap& map, store::Hash hash, const std::string& what) {
     uint32_t slot = cluster::slot_of(hash, map.slots);
-    const std::string& owner = map.owner(slot);
+    const cluster::NodeEntry* primary = map.primary_of(slot);
+    const std::string owner = primary ? primary->id : "";
     if (owner != node_.cluster.node_id()) {
         throw HttpError(421, "wrong_node",
                         what + " lives in slot " + std::to_string(slot) + ", owned by node " + owner +
@@ -173,7 +209,12 @@ void Api::require_owned(const cluster::ClusterMap& map, store::Hash hash, const 
 bool Api::forward_unless_owned(const httplib::Request& req, httplib::Response& res, store::Hash hash) {
     cluster::ClusterMap map = *node_.cluster.map();
     uint32_t slot = cluster::slot_of(hash, map.slots);
-    const std::string& owner = map.owner(slot);
+    const cluster::NodeEntry* primary = map.primary_of(slot);
+    if (!primary) {
+        throw HttpError(503, "unavailable", "slot " + std::to_string(slot) + " has no writable replica in the cluster map (epoch " +
+                                                std::to_string(map.epoch) + ")");
+    }
+    const std::string owner = primary->id;
     if (owner == node_.cluster.node_id()) return false;
     const cluster::NodeEntry* target = map.node(owner);
     if (req.has_header("X-Aerials-Forwarded") || !target) {
@@ -196,25 +237,6 @@ bool Api::forward_unless_owned(const httplib::Request& req, httplib::Response& r
 }
 
 // --- key-value records ---------------------------------------------------------
-
-struct KvKey {
-    store::OwnedValue key, subkey;
-};
-
-KvKey kv_key(const json& request, const std::string& where) {
-    const json* key = cluster::optional_field(request, "key");
-    if (!key) throw WireError(where + "missing field 'key'");
-    KvKey k;
-    k.key = cluster::value_from_wire(*key, where + "key");
-    if (k.key.type == SQLITE_NULL) throw WireError(where + "key: a key cannot be NULL");
-    const json* subkey = cluster::optional_field(request, "subkey");
-    k.subkey.type = SQLITE_TEXT;  // omitted: '' as in SQL
-    if (subkey) {
-        k.subkey = cluster::value_from_wire(*subkey, where + "subkey");
-        if (k.subkey.type == SQLITE_NULL) k.subkey.type = SQLITE_TEXT;
-    }
-    return k;
-}
 
 // A put in `mode`: "replace" (the default) overwrites, "insert" fails on an
 // existing record, "ignore" leaves it and writes nothing.
@@ -251,11 +273,16 @@ json kv_op(Session& s, const std::string& op, const json& request, const KvKey& 
 void Api::kv_point(const httplib::Request& req, httplib::Response& res, const char* op) {
     check_epoch(req, res);
     json request = decode_msgpack(req);
-    KvKey k = kv_key(request, "");
+    KvKey k = kv_key_of(request, "");
     // No session is held while a request is forwarded.
     store::Hash hash = node_.store.session()->hash_of("", k.key);
     if (forward_unless_owned(req, res, hash)) return;
-    send_msgpack(res, kv_op(*node_.store.session(), op, request, k, ""));
+    auto s = node_.store.session();
+    if (std::string(op) == "get") {
+        send_msgpack(res, kv_op(*s, op, request, k, ""));
+        return;
+    }
+    send_msgpack(res, replicated_write(node_, *s, {k}, t_trace, [&] { return kv_op(*s, op, request, k, ""); }));
 }
 
 void Api::kv_batch(const httplib::Request& req, httplib::Response& res) {
@@ -270,17 +297,23 @@ void Api::kv_batch(const httplib::Request& req, httplib::Response& res) {
         const json& op = (*ops)[i];
         std::string where = "ops[" + std::to_string(i) + "].";
         if (!op.is_object()) throw WireError(where.substr(0, where.size() - 1) + " must be a map");
-        keys.push_back(kv_key(op, where));
+        keys.push_back(kv_key_of(op, where));
         require_owned(map, s->hash_of("", keys.back().key), where.substr(0, where.size() - 1));
     }
-    json results = json::array();
-    s->database().exec("BEGIN");
+    std::vector<KvKey> written;
     for (size_t i = 0; i < ops->size(); ++i) {
-        const json& op = (*ops)[i];
-        std::string where = "ops[" + std::to_string(i) + "].";
-        results.push_back(kv_op(*s, cluster::string_field(op, "op"), op, keys[i], where));
+        const json* kind = cluster::optional_field((*ops)[i], "op");
+        if (!kind || *kind != "get") written.push_back(keys[i]);
     }
-    s->database().exec("COMMIT");
+    json results = replicated_write(node_, *s, written, t_trace, [&] {
+        json out = json::array();
+        for (size_t i = 0; i < ops->size(); ++i) {
+            const json& op = (*ops)[i];
+            std::string where = "ops[" + std::to_string(i) + "].";
+            out.push_back(kv_op(*s, cluster::string_field(op, "op"), op, keys[i], where));
+        }
+        return out;
+    });
     send_msgpack(res, {{"results", std::move(results)}});
 }
 
@@ -293,7 +326,18 @@ void Api::scan(const httplib::Request& req, httplib::Response& res) {
     if (stream && !stream->is_null() && !stream->is_boolean()) throw WireError("field 'stream' must be a boolean");
     std::string collection = collection_field(request);
     auto s = node_.store.session();
-    BoundSql scan = scan_sql(*s, collection, request);
+    std::string only_primary;
+    std::optional<cluster::ClusterMap> map = node_.cluster.map();
+    if (collection.empty() && map->replication > 1) {
+        // The node also holds copies of slots it is a secondary of: a scan
+        // over every node must see each record once, from its primary.
+        std::vector<char> mask(map->slots, 0);
+        std::vector<std::string> primaries = map->primaries_by_slot();
+        for (uint32_t slot = 0; slot < map->slots; ++slot) mask[slot] = primaries[slot] == node_.cluster.node_id();
+        s->set_slot_filter(std::move(mask));
+        only_primary = "aerials_in_slots(key)";
+    }
+    BoundSql scan = scan_sql(*s, collection, request, only_primary);
     if (!stream || !stream->is_boolean() || !stream->get<bool>()) {
         send_msgpack(res, s->query(scan.sql, scan.params));
         return;
@@ -314,6 +358,7 @@ void Api::scan(const httplib::Request& req, httplib::Response& res) {
 
 void Api::map_query(const httplib::Request& req, httplib::Response& res) {
     check_epoch(req, res);
+    refuse_unreplicated("map-reduce (aerials_map)");
     json request = decode_msgpack(req);
     std::string sql = cluster::string_field(request, "sql");
     auto s = node_.store.session();
@@ -383,6 +428,7 @@ void Api::rows_insert(const httplib::Request& req, httplib::Response& res) {
     check_epoch(req, res);
     json request = decode_msgpack(req);
     std::string collection = cluster::checked_name(cluster::string_field(request, "collection"), "collection");
+    refuse_unreplicated("writing the sharded table '" + collection + "'");
     auto s = node_.store.session();
     const ColumnInfo& info = s->columns_of(collection);
     const json* columns = cluster::optional_field(request, "columns");
@@ -427,7 +473,103 @@ void Api::rows_batch(const httplib::Request& req, httplib::Response& res) {
     auto s = node_.store.session();
     std::vector<PlannedOp> planned = plan_row_batch(
         *s, collection, *ops, [&](store::Hash hash, const std::string& what) { require_owned(map, hash, what); });
-    send_msgpack(res, {{"results", run_row_batch(*s, planned)}});
+    if (!collection.empty()) {
+        refuse_unreplicated("writing the sharded table '" + collection + "'");
+        send_msgpack(res, {{"results", run_row_batch(*s, planned)}});
+        return;
+    }
+    std::vector<KvKey> keys = keys_of_row_ops(*s, *ops);
+    send_msgpack(res, {{"results", replicated_write(node_, *s, keys, t_trace, [&] { return run_row_ops(*s, planned); })}});
+}
+
+// --- replication ---------------------------------------------------------------
+
+// A primary's write, as the final states of the records it touched.
+void Api::replica_apply(const httplib::Request& req, httplib::Response& res) {
+    check_epoch(req, res, true);
+    json request = decode_msgpack(req);
+    const json* sets = cluster::optional_field(request, "sets");
+    if (!sets) throw WireError("missing field 'sets'");
+    std::vector<KvState> states = states_from_wire(*sets);
+    cluster::ClusterMap map = *node_.cluster.map();
+    std::shared_lock<WriteGate> gate(node_.write_gate);
+    auto s = node_.store.session();
+    for (size_t i = 0; i < states.size(); ++i) {
+        uint32_t slot = cluster::slot_of(s->hash_of("", states[i].key), map.slots);
+        if (!map.is_replica(slot, node_.cluster.node_id())) {
+            throw HttpError(421, "wrong_node",
+                            "sets[" + std::to_string(i) + "] lives in slot " + std::to_string(slot) +
+                                ", of which this node is no replica",
+                            {{"map", map.to_json()}});
+        }
+    }
+    if (node_.catch_up) node_.catch_up->note_applied(states);
+    s->database().exec("BEGIN");
+    try {
+        apply_states(*s, states);
+        s->database().exec("COMMIT");
+    } catch (...) {
+        sqlite3_exec(s->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+    }
+    send_msgpack(res, {{"applied", states.size()}});
+}
+
+// Every key-value record of some slots, for a node that catches up.
+void Api::replica_image(const httplib::Request& req, httplib::Response& res) {
+    check_epoch(req, res);
+    json request = decode_msgpack(req);
+    const json* ranges = cluster::optional_field(request, "ranges");
+    if (!ranges || !ranges->is_array()) throw WireError("field 'ranges' must be an array of [first_slot, end_slot]");
+    cluster::ClusterMap map = *node_.cluster.map();
+    std::vector<std::pair<uint32_t, uint32_t>> wanted;
+    for (size_t i = 0; i < ranges->size(); ++i) {
+        const json& r = (*ranges)[i];
+        if (!r.is_array() || r.size() != 2 || !r[0].is_number_unsigned() || !r[1].is_number_unsigned() ||
+            r[0].get<uint64_t>() >= r[1].get<uint64_t>() || r[1].get<uint64_t>() > map.slots) {
+            throw WireError("ranges[" + std::to_string(i) + "] must be [first, end) with first < end <= " + std::to_string(map.slots));
+        }
+        wanted.emplace_back(static_cast<uint32_t>(r[0].get<uint64_t>()), static_cast<uint32_t>(r[1].get<uint64_t>()));
+    }
+    // With the gate closed no write is in flight: every write that began
+    // before this image is in it, every later one is sent to the node
+    // catching up (this node holds the map in which it is catching up).
+    std::unique_lock<WriteGate> gate(node_.write_gate);
+    auto s = node_.store.session();
+    s->set_slot_filter(slot_mask(map.slots, wanted));
+    json rows;
+    try {
+        rows = s->query("SELECT key, subkey, value FROM temp.aerials_kv WHERE aerials_in_slots(key)", {})["rows"];
+    } catch (...) {
+        s->set_slot_filter({});
+        throw;
+    }
+    s->set_slot_filter({});
+    gate.unlock();
+    send_msgpack(res, {{"rows", std::move(rows)}});
+}
+
+void Api::cluster_suspect(const httplib::Request& req, httplib::Response& res) {
+    json request = decode_json(req);
+    std::string id = cluster::string_field(request, "node");
+    const json* reason = cluster::optional_field(request, "reason");
+    std::optional<cluster::ClusterMap> map = node_.cluster.map();
+    if (!map || map->coordinator != node_.cluster.node_id() || !node_.failover) {
+        throw HttpError(421, "wrong_node", "failure reports go to the coordinator", {{"map", map ? map->to_json() : json()}});
+    }
+    node_.failover->suspect(id, reason && reason->is_string() ? reason->get<std::string>() : "", t_trace);
+    send_json(res, {{"epoch", node_.cluster.epoch()}});
+}
+
+void Api::cluster_activate(const httplib::Request& req, httplib::Response& res) {
+    json request = decode_json(req);
+    std::string id = cluster::string_field(request, "node");
+    int64_t epoch = cluster::integer_field(request, "epoch", -1);
+    std::optional<cluster::ClusterMap> map = node_.cluster.map();
+    if (!map || map->coordinator != node_.cluster.node_id() || !node_.failover) {
+        throw HttpError(421, "wrong_node", "catch-up reports go to the coordinator", {{"map", map ? map->to_json() : json()}});
+    }
+    send_json(res, node_.failover->activate(id, epoch, t_trace).to_json());
 }
 
 // --- cluster -----------------------------------------------------------------
@@ -564,6 +706,10 @@ void Api::install() {
     post("/v1/map", [this](const httplib::Request& req, httplib::Response& res) { map_query(req, res); });
     post("/v1/rows/insert", [this](const httplib::Request& req, httplib::Response& res) { rows_insert(req, res); });
     post("/v1/rows/batch", [this](const httplib::Request& req, httplib::Response& res) { rows_batch(req, res); });
+    post("/v1/replica/apply", [this](const httplib::Request& req, httplib::Response& res) { replica_apply(req, res); });
+    post("/v1/replica/image", [this](const httplib::Request& req, httplib::Response& res) { replica_image(req, res); });
+    post("/v1/cluster/suspect", [this](const httplib::Request& req, httplib::Response& res) { cluster_suspect(req, res); });
+    post("/v1/cluster/activate", [this](const httplib::Request& req, httplib::Response& res) { cluster_activate(req, res); });
     get("/v1/buckets", [this](const httplib::Request&, httplib::Response& res) { std::optional<cluster::ClusterMap> map = node_.cluster.map();
         send_json(res, node_.store.bucket_listing(map ? map->slots : node_.config.slots)); });
     get("/v1/collections", [this](const httplib::Request&, httplib::Response& res) {

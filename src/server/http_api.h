@@ -14,8 +14,12 @@
 #include "server/local_store.h"
 #include "server/metrics.h"
 #include "server/peer_client.h"
+#include "server/write_gate.h"
 
 namespace aerials::server {
+
+class Failover;
+class CatchUp;
 
 struct NodeContext {
     const ServerConfig& config;
@@ -24,7 +28,12 @@ struct NodeContext {
     ClusterState& cluster;
     const PeerClient& peers;
     Metrics& metrics;
+    const PeerClient& replica_peers;  // with the replication timeout
     std::atomic<bool> draining{false};
+    // Every write holds it shared through its transaction and replication.
+    WriteGate write_gate;
+    Failover* failover = nullptr;  // set once started
+    CatchUp* catch_up = nullptr;
 };
 
 // Returns what the handlers refer to: keep it until the server has stopped.

@@ -83,6 +83,21 @@ Session::Session(const std::string& root, int max_open)
     if (rc != SQLITE_OK) throw sqlite::Error(rc, std::string("registering the aerials modules: ") + sqlite3_errmsg(db_.get()));
     db_.exec("CREATE VIRTUAL TABLE temp.aerials_kv USING aerials(" + module_args() + ")");
     tables_[""] = "temp.aerials_kv";
+    rc = sqlite3_create_function_v2(db_.get(), "aerials_in_slots", 1, SQLITE_UTF8 | SQLITE_DETERMINISTIC, this,
+                                    in_slots_function, nullptr, nullptr, nullptr);
+    if (rc != SQLITE_OK) throw sqlite::Error(rc, "registering aerials_in_slots");
+}
+
+void Session::in_slots_function(sqlite3_context* ctx, int, sqlite3_value** argv) {
+    auto* self = static_cast<Session*>(sqlite3_user_data(ctx));
+    const std::vector<char>& mask = self->slot_filter_;
+    if (mask.empty() || sqlite3_value_type(argv[0]) == SQLITE_NULL) {
+        sqlite3_result_int(ctx, 0);
+        return;
+    }
+    // The key-value table places a key by hash_key_as(key, 'b'), as hash_of("") does.
+    uint32_t slot = cluster::slot_of(store::hash_key_as(argv[0], 'b'), static_cast<uint32_t>(mask.size()));
+    sqlite3_result_int(ctx, mask[slot] ? 1 : 0);
 }
 
 std::string Session::module_args() const {

@@ -66,7 +66,14 @@ public:
 
     const std::string& root() const { return root_; }
 
+    // The slots SQL's aerials_in_slots(key) accepts: `mask[slot]` non-zero
+    // for slots of a map with mask.size() slots. A node serving a replicated
+    // cluster answers reads for its primary slots only, and a catch-up
+    // copies given slots: both filter with it.
+    void set_slot_filter(std::vector<char> mask) { slot_filter_ = std::move(mask); }
+
 private:
+    static void in_slots_function(sqlite3_context* ctx, int argc, sqlite3_value** argv);
     sqlite::Statement& cached(const std::string& sql);
     std::string module_args() const;
 
@@ -76,6 +83,7 @@ private:
     std::map<std::string, std::string> tables_;  // collection -> quoted temp table name
     std::map<std::string, ColumnInfo> columns_;
     std::map<std::string, sqlite::Statement> statements_;
+    std::vector<char> slot_filter_;
 };
 
 class LocalStore {

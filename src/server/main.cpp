@@ -23,6 +23,8 @@
 #include "server/bounded_pool.h"
 #include "server/cluster_state.h"
 #include "server/config.h"
+#include "server/catch_up.h"
+#include "server/failover.h"
 #include "server/http_api.h"
 #include "server/local_store.h"
 #include "server/metrics.h"
@@ -127,12 +129,17 @@ int main(int argc, char** argv) {
         fit_descriptor_limit(config);
         LocalStore store(config.root, config.max_open);
         PeerClient peers(token, std::chrono::milliseconds(config.peer_timeout_ms));
+        PeerClient replica_peers(token, std::chrono::milliseconds(config.replication_timeout_ms));
         Metrics metrics;
         ClusterState cluster(config.root, config.advertise, peers, [&store, &cluster_slots = config.slots]() {
             return store.bucket_listing(cluster_slots);
         });
         httplib::Server server;
-        NodeContext node{config, token, store, cluster, peers, metrics};
+        NodeContext node{config, token, store, cluster, peers, metrics, replica_peers};
+        Failover failover(node);
+        CatchUp catch_up(node);
+        node.failover = &failover;
+        node.catch_up = &catch_up;
 
         server.new_task_queue = [&config] {
             return new BoundedPool(static_cast<size_t>(config.threads), static_cast<size_t>(config.queue));
@@ -145,10 +152,25 @@ int main(int argc, char** argv) {
         server.set_tcp_nodelay(true);
         std::shared_ptr<void> api = install_api(server, node);
 
-        if (config.join.empty()) cluster.create_if_missing(config.slots, free_bytes(config.root));
+        if (config.join.empty()) cluster.create_if_missing(config.slots, free_bytes(config.root), config.replication,
+                                                           aerials::cluster::parse_ack(config.ack));
         if (!server.bind_to_port(host.c_str(), port)) {
             throw std::runtime_error("cannot listen on " + config.listen + " (in use, or not an address of this host)");
         }
+        // A node that restarts may have been failed over meanwhile: learn the
+        // newest map before serving with the persisted one.
+        if (std::optional<aerials::cluster::ClusterMap> known = cluster.map(); known && config.join.empty()) {
+            for (const aerials::cluster::NodeEntry& n : known->nodes) {
+                if (n.id == cluster.node_id()) continue;
+                try {
+                    cluster.refresh_from(n.address, "startup");
+                } catch (const std::exception&) {
+                    // that peer is down too: the others, or the next request, tell
+                }
+            }
+        }
+        failover.start();
+        catch_up.start();
         log_line({{"event", "listening"}, {"listen", config.listen}, {"node", cluster.node_id()}, {"root", config.root},
                   {"epoch", cluster.epoch()}, {"pid", getpid()}});
 
@@ -181,6 +203,8 @@ int main(int argc, char** argv) {
         // Wake the signal thread if the server stopped for another reason.
         pthread_kill(signal_thread.native_handle(), SIGTERM);
         signal_thread.join();
+        catch_up.stop();
+        failover.stop();
         log_line({{"event", "stopped"}, {"node", cluster.node_id()}, {"exit_code", exit_code.load()}});
         return exit_code;
     } catch (const std::exception& e) {

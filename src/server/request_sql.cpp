@@ -58,7 +58,7 @@ std::string quoted_column(const ColumnInfo& info, const json& name, const std::s
     throw WireError("collection '" + shown_name(collection) + "' has no column '" + n + "' (columns: " + known + ")");
 }
 
-BoundSql scan_sql(Session& s, const std::string& collection, const json& request) {
+BoundSql scan_sql(Session& s, const std::string& collection, const json& request, const std::string& extra_condition) {
     const ColumnInfo& info = s.columns_of(collection);
     BoundSql out;
     std::string& sql = out.sql;
@@ -113,6 +113,11 @@ BoundSql scan_sql(Session& s, const std::string& collection, const json& request
             params.push_back(cluster::value_from_wire(*value, at + ".value"));
             sql += column + " " + found->second + " ?" + std::to_string(params.size());
         }
+    }
+    if (!extra_condition.empty()) {
+        const json* where = cluster::optional_field(request, "where");
+        bool has_where = where && where->is_array() && !where->empty();
+        sql += (has_where ? " AND " : " WHERE ") + extra_condition;
     }
     if (const json* order = cluster::optional_field(request, "order_by"); order && !order->is_null()) {
         if (!order->is_array()) throw WireError("field 'order_by' must be an array of {column, desc}");

@@ -27,7 +27,8 @@ std::string collection_field(const nlohmann::json& request);
 std::string quoted_column(const ColumnInfo& info, const nlohmann::json& name, const std::string& collection);
 
 // The SELECT of a /v1/scan request (columns, where, order_by, limit, offset).
-BoundSql scan_sql(Session& s, const std::string& collection, const nlohmann::json& request);
+BoundSql scan_sql(Session& s, const std::string& collection, const nlohmann::json& request,
+                  const std::string& extra_condition = "");
 
 // "INSERT [OR REPLACE|OR IGNORE] INTO table(columns) VALUES (?1, ...)" for the
 // "columns" array of a request; *shard_at is the shard key column's index in

@@ -174,21 +174,30 @@ std::vector<PlannedOp> plan_row_batch(Session& s, const std::string& collection,
     return planned;
 }
 
-json run_row_batch(Session& s, const std::vector<PlannedOp>& ops) {
+json run_row_ops(Session& s, const std::vector<PlannedOp>& ops) {
     json results = json::array();
-    s.database().exec("BEGIN");
-    size_t i = 0;
-    try {
-        for (; i < ops.size(); ++i) {
-            const BoundSql& op = ops[i].statement;
+    for (size_t i = 0; i < ops.size(); ++i) {
+        const BoundSql& op = ops[i].statement;
+        try {
             int64_t changes = ops[i].ignore ? s.run_or_ignore(op.sql, op.params) : s.run(op.sql, op.params);
             results.push_back({{"changes", changes}});
+        } catch (const sqlite::Error& e) {
+            throw sqlite::Error(e.code(), "ops[" + std::to_string(i) + "]: " + e.what());
         }
+    }
+    return results;
+}
+
+json run_row_batch(Session& s, const std::vector<PlannedOp>& ops) {
+    s.database().exec("BEGIN");
+    json results;
+    try {
+        results = run_row_ops(s, ops);
         s.database().exec("COMMIT");
     } catch (const sqlite::Error& e) {
         sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
-        std::string where = i < ops.size() ? "ops[" + std::to_string(i) + "]: " : "commit: ";
-        throw sqlite::Error(e.code(), where + e.what());
+        if (std::string(e.what()).rfind("ops[", 0) == 0) throw;
+        throw sqlite::Error(e.code(), std::string("commit: ") + e.what());
     } catch (...) {
         sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
         throw;

@@ -31,6 +31,10 @@ using RequireOwned = std::function<void(store::Hash hash, const std::string& wha
 std::vector<PlannedOp> plan_row_batch(Session& s, const std::string& collection, const nlohmann::json& ops,
                                       const RequireOwned& require_owned);
 
+// Runs the ops in the session's open transaction and returns their results;
+// throws with the op's index in front (the caller rolls back).
+nlohmann::json run_row_ops(Session& s, const std::vector<PlannedOp>& ops);
+
 // Runs the ops in one transaction and returns [{"changes": n}, ...]; on any
 // error rolls everything back and throws it with the op's index in front.
 nlohmann::json run_row_batch(Session& s, const std::vector<PlannedOp>& ops);

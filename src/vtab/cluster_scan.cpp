@@ -71,6 +71,9 @@ ClusterScan::ClusterScan(cluster::ClusterClient& client, const store::Collection
         } catch (const cluster::StaleRoute&) {
             if (attempt >= client_.settings().retries) throw;
         } catch (const cluster::NodeError& e) {
+            // A node that does not answer may have failed over (the map was
+            // refreshed): reading again is harmless.
+            if (e.code == "unreachable" && attempt < client_.settings().retries) continue;
             if (e.code != "not_found" || collection_.key_value || attempt >= client_.settings().retries) throw;
             define_on_all_nodes(client_, collection_);
         }

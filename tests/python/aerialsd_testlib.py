@@ -214,6 +214,10 @@ class Node:
     def start(self):
         args = [AERIALSD, "--root", self.root, "--listen", self.address, "--token-file", self.token_file,
                 "--threads", "4"] + self.extra
+        # The suites written before replication test one copy per record
+        # (sharded tables and map-reduce need it); replication tests say so.
+        if "--replication" not in self.extra:
+            args += ["--replication", "1"]
         if self.join:
             args += ["--join", self.join]
         self.log = open(self.log_path, "ab")

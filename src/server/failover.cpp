@@ -1,0 +1,161 @@
+#include "server/failover.h"
+
+#include <future>
+#include <vector>
+
+#include "server/errors.h"
+#include "server/http_api.h"
+
+namespace aerials::server {
+
+bool last_writer_of_some_slot(const cluster::ClusterMap& map, const std::string& id) {
+    for (const cluster::SlotRange& r : map.assignment) {
+        bool replica = false;
+        int other_writers = 0;
+        for (const cluster::NodeEntry* n : map.replicas_of(r.first)) {
+            if (n->id == id) replica = true;
+            else if (n->state == cluster::NodeState::kWrite) ++other_writers;
+        }
+        if (replica && other_writers == 0) return true;
+    }
+    return false;
+}
+
+Failover::Failover(NodeContext& node)
+    : node_(node), probes_(node.token, std::chrono::milliseconds(node.config.probe_timeout_ms)) {}
+
+Failover::~Failover() { stop(); }
+
+void Failover::start() { thread_ = std::thread([this] { loop(); }); }
+
+void Failover::stop() {
+    stopping_ = true;
+    wake_.notify_all();
+    if (thread_.joinable()) thread_.join();
+}
+
+int& Failover::score_of(const cluster::NodeEntry& n) {
+    // A coordinator that restarts knows no history: a node the map calls
+    // inactive starts as failed, so it must answer probes before it returns.
+    auto [it, fresh] = scores_.try_emplace(n.id, 0);
+    if (fresh && n.state == cluster::NodeState::kInactive) it->second = node_.config.fail_threshold;
+    return it->second;
+}
+
+void Failover::loop() {
+    while (!stopping_) {
+        try {
+            probe_round();
+        } catch (const std::exception& e) {
+            log_line({{"event", "probe_round_failed"}, {"error", e.what()}});
+        }
+        std::unique_lock<std::mutex> lock(wake_mutex_);
+        wake_.wait_for(lock, std::chrono::milliseconds(node_.config.probe_interval_ms), [&] { return stopping_.load(); });
+    }
+}
+
+void Failover::probe_round() {
+    std::optional<cluster::ClusterMap> map = node_.cluster.map();
+    const std::string& self = node_.cluster.node_id();
+    if (!map || map->coordinator != self || map->nodes.size() < 2) return;
+    std::vector<std::pair<const cluster::NodeEntry*, std::future<PeerReply>>> probes;
+    for (const cluster::NodeEntry& n : map->nodes) {
+        if (n.id == self || n.state == cluster::NodeState::kProposal) continue;
+        probes.emplace_back(&n, std::async(std::launch::async, [this, &n] { return probes_.get(n.address, "/health/live", "probe"); }));
+    }
+    std::vector<std::string> failed, recovered;
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        for (auto& [n, reply] : probes) {
+            PeerReply r = reply.get();
+            int& score = score_of(*n);
+            if (r.status == 200) {
+                score = std::max(0, score - 1);
+            } else {
+                score = std::min(score + 1, 2 * node_.config.fail_threshold);
+            }
+            bool serving = n->state == cluster::NodeState::kWrite || n->state == cluster::NodeState::kRead;
+            if (serving && score >= node_.config.fail_threshold) failed.push_back(n->id);
+            if (n->state == cluster::NodeState::kInactive && score == 0) recovered.push_back(n->id);
+        }
+    }
+    if (failed.empty() && recovered.empty()) return;
+    node_.cluster.change(
+        [&](cluster::ClusterMap& next) {
+            bool changed = false;
+            for (const std::string& id : failed) {
+                cluster::NodeEntry* n = next.node(id);
+                if (!n || n->state == cluster::NodeState::kInactive) continue;
+                if (last_writer_of_some_slot(next, id)) {
+                    log_line({{"event", "failover_impossible"}, {"node", id}, {"reason", "last writable replica of a slot"}});
+                    continue;
+                }
+                n->state = cluster::NodeState::kInactive;
+                n->state_epoch = next.epoch + 1;
+                log_line({{"event", "node_failed"}, {"node", id}, {"address", n->address}, {"epoch", next.epoch + 1}});
+                changed = true;
+            }
+            for (const std::string& id : recovered) {
+                cluster::NodeEntry* n = next.node(id);
+                if (!n || n->state != cluster::NodeState::kInactive) continue;
+                n->state = cluster::NodeState::kRead;
+                n->state_epoch = next.epoch + 1;
+                log_line({{"event", "node_returned"}, {"node", id}, {"address", n->address}, {"epoch", next.epoch + 1}});
+                changed = true;
+            }
+            return changed;
+        },
+        "probe");
+}
+
+void Failover::suspect(const std::string& id, const std::string& reason, const std::string& trace_id) {
+    {
+        std::lock_guard<std::mutex> lock(mutex_);
+        std::optional<cluster::ClusterMap> map = node_.cluster.map();
+        const cluster::NodeEntry* n = map ? map->node(id) : nullptr;
+        if (!n) return;
+        int& score = score_of(*n);
+        score = std::max(score, node_.config.fail_threshold);
+    }
+    node_.cluster.change(
+        [&](cluster::ClusterMap& next) {
+            cluster::NodeEntry* n = next.node(id);
+            if (!n || (n->state != cluster::NodeState::kWrite && n->state != cluster::NodeState::kRead)) return false;
+            if (last_writer_of_some_slot(next, id)) {
+                log_line({{"event", "failover_impossible"}, {"node", id}, {"reason", reason}});
+                return false;
+            }
+            n->state = cluster::NodeState::kInactive;
+            n->state_epoch = next.epoch + 1;
+            log_line({{"event", "node_suspected"}, {"node", id}, {"reason", reason}, {"epoch", next.epoch + 1}, {"trace_id", trace_id}});
+            return true;
+        },
+        trace_id);
+}
+
+cluster::ClusterMap Failover::activate(const std::string& id, int64_t epoch, const std::string& trace_id) {
+    std::string refusal;
+    cluster::ClusterMap result = node_.cluster.change(
+        [&](cluster::ClusterMap& next) {
+            cluster::NodeEntry* n = next.node(id);
+            if (!n) {
+                refusal = "node " + id + " is not in the cluster map";
+                return false;
+            }
+            if (n->state != cluster::NodeState::kRead || n->state_epoch != epoch) {
+                refusal = "node " + id + " is " + cluster::state_name(n->state) + " since epoch " +
+                          std::to_string(n->state_epoch) + ", not catching up since epoch " + std::to_string(epoch) +
+                          ": its copy may have missed writes; it catches up again";
+                return false;
+            }
+            n->state = cluster::NodeState::kWrite;
+            n->state_epoch = next.epoch + 1;
+            log_line({{"event", "node_caught_up"}, {"node", id}, {"epoch", next.epoch + 1}, {"trace_id", trace_id}});
+            return true;
+        },
+        trace_id);
+    if (!refusal.empty()) throw HttpError(409, "catch_up_stale", refusal, {{"map", result.to_json()}});
+    return result;
+}
+
+}  // namespace aerials::server

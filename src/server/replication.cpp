@@ -1,0 +1,348 @@
+#include "server/replication.h"
+
+#include <future>
+#include <map>
+#include <mutex>
+#include <set>
+#include <shared_mutex>
+#include <thread>
+
+#include "cluster/slots.h"
+#include "cluster/wire_values.h"
+#include "server/errors.h"
+#include "server/failover.h"
+#include "server/http_api.h"
+#include "store/key_hash.h"
+
+namespace aerials::server {
+namespace {
+
+using cluster::WireError;
+using nlohmann::json;
+
+const char* kMsgpack = "application/msgpack";
+
+store::OwnedValue empty_subkey() {
+    store::OwnedValue v;
+    v.type = SQLITE_TEXT;  // an omitted or NULL subkey is '', as in SQL
+    return v;
+}
+
+// The position of column `name` (key, subkey) in a request's column list, or -1.
+int column_at(const json& columns, const char* name) {
+    if (!columns.is_array()) return -1;
+    for (size_t i = 0; i < columns.size(); ++i) {
+        if (columns[i].is_string() && sqlite3_stricmp(columns[i].get_ref<const std::string&>().c_str(), name) == 0) {
+            return static_cast<int>(i);
+        }
+    }
+    return -1;
+}
+
+KvKey key_of_pk(const json& op, const std::string& at) {
+    const json* pk = cluster::optional_field(op, "pk");
+    if (!pk || !pk->is_binary()) throw WireError(at + ": field 'pk' must be a bin, a _pk value as a scan returned it");
+    std::string_view blob(reinterpret_cast<const char*>(pk->get_binary().data()), pk->get_binary().size());
+    try {
+        store::RecordId id = store::decode_record_id(blob);
+        return {store::decode_key_value(id.key), store::decode_key_value(id.subkey)};
+    } catch (const std::invalid_argument& e) {
+        throw WireError(at + ": field 'pk' is not a _pk of the key-value table: " + e.what());
+    }
+}
+
+// The pair a row of `columns` names; `fallback` supplies the parts it omits.
+KvKey key_of_row(const json& columns, const json& row, const KvKey* fallback, const std::string& at) {
+    if (!row.is_array() || row.size() != columns.size()) {
+        throw WireError(at + ": a row must be an array of " + std::to_string(columns.size()) + " values");
+    }
+    KvKey k = fallback ? *fallback : KvKey{store::OwnedValue{}, empty_subkey()};
+    int key = column_at(columns, "key"), subkey = column_at(columns, "subkey");
+    if (key >= 0) k.key = cluster::value_from_wire(row[static_cast<size_t>(key)], at + ".key");
+    if (subkey >= 0) {
+        k.subkey = cluster::value_from_wire(row[static_cast<size_t>(subkey)], at + ".subkey");
+        if (k.subkey.type == SQLITE_NULL) k.subkey = empty_subkey();
+    }
+    return k;
+}
+
+bool same_value(const store::OwnedValue& a, const store::OwnedValue& b) {
+    return a.type == b.type && a.integer == b.integer && a.bytes == b.bytes &&
+           (a.type != SQLITE_FLOAT || a.real == b.real);
+}
+
+}  // namespace
+
+KvKey kv_key_of(const json& request, const std::string& where) {
+    const json* key = cluster::optional_field(request, "key");
+    if (!key) throw WireError(where + "missing field 'key'");
+    KvKey k;
+    k.key = cluster::value_from_wire(*key, where + "key");
+    if (k.key.type == SQLITE_NULL) throw WireError(where + "key: a key cannot be NULL");
+    const json* subkey = cluster::optional_field(request, "subkey");
+    k.subkey = empty_subkey();
+    if (subkey) {
+        k.subkey = cluster::value_from_wire(*subkey, where + "subkey");
+        if (k.subkey.type == SQLITE_NULL) k.subkey = empty_subkey();
+    }
+    return k;
+}
+
+std::vector<KvKey> keys_of_row_ops(Session&, const json& ops) {
+    std::vector<KvKey> keys;
+    if (!ops.is_array()) return keys;
+    for (size_t i = 0; i < ops.size(); ++i) {
+        const json& op = ops[i];
+        std::string at = "ops[" + std::to_string(i) + "]";
+        if (!op.is_object()) continue;  // the batch's own checks name it
+        const json* kind = cluster::optional_field(op, "op");
+        if (!kind || !kind->is_string()) continue;
+        const json* columns = cluster::optional_field(op, "columns");
+        const json* row = cluster::optional_field(op, "row");
+        if (*kind == "insert") {
+            if (columns && row) keys.push_back(key_of_row(*columns, *row, nullptr, at));
+        } else if (*kind == "delete") {
+            keys.push_back(key_of_pk(op, at));
+        } else if (*kind == "update") {
+            KvKey old = key_of_pk(op, at);
+            if (columns && row) keys.push_back(key_of_row(*columns, *row, &old, at));
+            keys.push_back(std::move(old));
+        }
+    }
+    return keys;
+}
+
+std::vector<KvKey> keys_of_kv_ops(const json& ops) {
+    std::vector<KvKey> keys;
+    if (!ops.is_array()) return keys;
+    for (size_t i = 0; i < ops.size(); ++i) {
+        if (!ops[i].is_object()) continue;
+        keys.push_back(kv_key_of(ops[i], "ops[" + std::to_string(i) + "]."));
+    }
+    return keys;
+}
+
+std::vector<KvKey> keys_of_rows(const json& columns, const json& rows) {
+    std::vector<KvKey> keys;
+    if (!rows.is_array()) return keys;
+    for (size_t i = 0; i < rows.size(); ++i) keys.push_back(key_of_row(columns, rows[i], nullptr, "rows[" + std::to_string(i) + "]"));
+    return keys;
+}
+
+std::vector<KvState> read_states(Session& s, const std::vector<KvKey>& keys) {
+    std::vector<KvState> states;
+    states.reserve(keys.size());
+    for (const KvKey& k : keys) {
+        if (k.key.type == SQLITE_NULL) continue;  // the write itself refused it
+        bool seen = false;
+        for (const KvState& st : states) seen = seen || (same_value(st.key, k.key) && same_value(st.subkey, k.subkey));
+        if (seen) continue;
+        json found = s.query("SELECT value FROM temp.aerials_kv WHERE key = ?1 AND subkey = ?2", {k.key, k.subkey});
+        KvState st{k.key, k.subkey, {}, !found["rows"].empty()};
+        if (st.present) st.value = cluster::value_from_wire(found["rows"][0][0], "value");
+        states.push_back(std::move(st));
+    }
+    return states;
+}
+
+json states_to_wire(const std::vector<KvState>& states) {
+    json sets = json::array();
+    for (const KvState& st : states) {
+        sets.push_back({cluster::value_to_wire(st.key), cluster::value_to_wire(st.subkey),
+                        st.present ? cluster::value_to_wire(st.value) : json(nullptr), st.present});
+    }
+    return sets;
+}
+
+std::vector<KvState> states_from_wire(const json& sets) {
+    if (!sets.is_array()) throw WireError("field 'sets' must be an array of [key, subkey, value, present]");
+    std::vector<KvState> states;
+    for (size_t i = 0; i < sets.size(); ++i) {
+        std::string at = "sets[" + std::to_string(i) + "]";
+        const json& e = sets[i];
+        if (!e.is_array() || e.size() != 4 || !e[3].is_boolean()) throw WireError(at + " must be [key, subkey, value, present]");
+        KvState st;
+        st.key = cluster::value_from_wire(e[0], at + ".key");
+        if (st.key.type == SQLITE_NULL) throw WireError(at + ".key: a key cannot be NULL");
+        st.subkey = cluster::value_from_wire(e[1], at + ".subkey");
+        if (st.subkey.type == SQLITE_NULL) st.subkey = empty_subkey();
+        st.present = e[3].get<bool>();
+        if (st.present) st.value = cluster::value_from_wire(e[2], at + ".value");
+        states.push_back(std::move(st));
+    }
+    return states;
+}
+
+void apply_states(Session& s, const std::vector<KvState>& states) {
+    for (const KvState& st : states) {
+        if (st.present) {
+            s.run("INSERT OR REPLACE INTO temp.aerials_kv(key, subkey, value) VALUES (?1, ?2, ?3)", {st.key, st.subkey, st.value});
+        } else {
+            s.run("DELETE FROM temp.aerials_kv WHERE key = ?1 AND subkey = ?2", {st.key, st.subkey});
+        }
+    }
+}
+
+namespace {
+
+struct Target {
+    const cluster::NodeEntry* node = nullptr;
+    std::vector<KvState> states;
+    PeerReply reply;
+};
+
+struct Plan {
+    std::map<std::string, Target> targets;     // node id -> what it is sent
+    std::map<uint32_t, std::vector<std::string>> writers_of_slot;  // other replicas whose ack counts
+};
+
+Plan plan_replication(NodeContext& node, Session& s, const cluster::ClusterMap& map, const std::vector<KvState>& states) {
+    Plan plan;
+    const std::string& self = node.cluster.node_id();
+    for (const KvState& st : states) {
+        uint32_t slot = cluster::slot_of(s.hash_of("", st.key), map.slots);
+        bool first_of_slot = !plan.writers_of_slot.count(slot);
+        std::vector<std::string>& writers = plan.writers_of_slot[slot];
+        for (const cluster::NodeEntry* r : map.replicas_of(slot)) {
+            if (r->id == self) continue;
+            if (r->state != cluster::NodeState::kWrite && r->state != cluster::NodeState::kRead) continue;
+            Target& t = plan.targets[r->id];
+            t.node = r;
+            t.states.push_back(st);
+            if (first_of_slot && r->state == cluster::NodeState::kWrite) writers.push_back(r->id);
+        }
+    }
+    return plan;
+}
+
+void send_all(NodeContext& node, Plan& plan, int64_t epoch, const std::string& trace_id) {
+    std::vector<std::future<void>> running;
+    for (auto& [id, target] : plan.targets) {
+        Target* t = &target;
+        std::string body = cluster::encode_msgpack({{"sets", states_to_wire(t->states)}});
+        running.push_back(std::async(std::launch::async, [&node, t, body = std::move(body), epoch, &trace_id] {
+            t->reply = node.replica_peers.post(t->node->address, "/v1/replica/apply", body, kMsgpack, trace_id,
+                                               std::to_string(epoch));
+        }));
+    }
+    for (auto& f : running) f.get();
+}
+
+std::string failure_of(const Target& t) {
+    if (t.reply.status == 0) return t.reply.error;
+    return "HTTP " + std::to_string(t.reply.status) + ": " + t.reply.body.substr(0, 200);
+}
+
+// A replica that holds a newer map refused the write: this node was fenced
+// off (it was paused or cut off while the cluster failed it over).
+bool fenced(NodeContext& node, const Target& t) {
+    if (t.reply.status != 409) return false;
+    json body = json::parse(t.reply.body, nullptr, false);
+    if (!body.is_object() || body.value("error", "") != "stale_epoch") return false;
+    if (body.contains("map")) {
+        try {
+            node.cluster.adopt(cluster::ClusterMap::from_json(body["map"]));
+        } catch (const std::exception&) {
+        }
+    }
+    return true;
+}
+
+void replicate_after_commit(NodeContext& node, std::shared_ptr<Plan> plan, int64_t epoch, std::string trace_id) {
+    std::thread([&node, plan, epoch, trace_id] {
+        send_all(node, *plan, epoch, trace_id);
+        for (auto& [id, t] : plan->targets) {
+            if (t.reply.status != 200 && !fenced(node, t)) {
+                report_suspect(node, id, "async replication failed: " + failure_of(t), trace_id);
+            }
+        }
+    }).detach();
+}
+
+}  // namespace
+
+json replicated_write(NodeContext& node, Session& s, const std::vector<KvKey>& keys, const std::string& trace_id,
+                      const std::function<json()>& write) {
+    std::shared_lock<WriteGate> gate(node.write_gate);
+    cluster::ClusterMap map = *node.cluster.map();
+    s.database().exec("BEGIN");
+    json result;
+    Plan plan;
+    try {
+        result = write();
+        if (map.replication > 1) {
+            std::vector<KvState> states = read_states(s, keys);
+            plan = plan_replication(node, s, map, states);
+            if (map.ack != cluster::AckMode::kAsync) send_all(node, plan, map.epoch, trace_id);
+        }
+    } catch (...) {
+        sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+    }
+    if (map.ack == cluster::AckMode::kAsync || plan.targets.empty()) {
+        s.database().exec("COMMIT");
+        if (!plan.targets.empty()) replicate_after_commit(node, std::make_shared<Plan>(std::move(plan)), map.epoch, trace_id);
+        return result;
+    }
+    bool was_fenced = false;
+    for (auto& [id, t] : plan.targets) was_fenced = fenced(node, t) || was_fenced;
+    std::string missing;
+    for (const auto& [slot, writers] : plan.writers_of_slot) {
+        int acks = 1;
+        for (const std::string& id : writers) acks += plan.targets[id].reply.status == 200;
+        if (acks < map.required_acks(slot)) {
+            for (const std::string& id : writers) {
+                const Target& t = plan.targets[id];
+                if (t.reply.status != 200 && missing.find(id) == std::string::npos) {
+                    missing += (missing.empty() ? "" : "; ") + std::string("node ") + id + " (" + t.node->address + "): " + failure_of(t);
+                }
+            }
+            if (missing.empty()) missing = "slot " + std::to_string(slot) + " has too few writable replicas";
+        }
+    }
+    if (was_fenced || !missing.empty()) {
+        sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+        // Replicas that applied the write now hold what this node rolled
+        // back: they catch up again. Those that refused it cleanly did not.
+        for (auto& [id, t] : plan.targets) {
+            if (!(t.reply.status == 409 || t.reply.status == 400 || t.reply.status == 404)) {
+                report_suspect(node, id, t.reply.status == 200 ? "applied a write its primary rolled back" : failure_of(t), trace_id);
+            }
+        }
+        if (was_fenced) {
+            throw HttpError(409, "stale_epoch",
+                            "this node was failed over: a replica holds a newer cluster map (epoch " +
+                                std::to_string(node.cluster.epoch()) + "); nothing was written: route again with the map in this answer",
+                            {{"map", node.cluster.map()->to_json()}});
+        }
+        throw HttpError(503, "replication_failed",
+                        "the write was not acknowledged by the replicas it needs within " +
+                            std::to_string(node.config.replication_timeout_ms) + " ms, so nothing was written: " + missing);
+    }
+    s.database().exec("COMMIT");
+    for (auto& [id, t] : plan.targets) {
+        if (t.reply.status != 200) report_suspect(node, id, "missed a write: " + failure_of(t), trace_id);
+    }
+    return result;
+}
+
+void report_suspect(NodeContext& node, const std::string& node_id, const std::string& reason, const std::string& trace_id) {
+    log_line({{"event", "replica_suspect"}, {"node", node_id}, {"reason", reason}, {"trace_id", trace_id}});
+    try {
+        std::optional<cluster::ClusterMap> map = node.cluster.map();
+        if (map->coordinator == node.cluster.node_id()) {
+            if (node.failover) node.failover->suspect(node_id, reason, trace_id);
+            return;
+        }
+        const cluster::NodeEntry* coordinator = map->node(map->coordinator);
+        PeerReply reply = node.peers.post(coordinator->address, "/v1/cluster/suspect",
+                                          json({{"node", node_id}, {"reason", reason}}).dump(), "application/json", trace_id);
+        if (reply.status != 200) {
+            log_line({{"event", "suspect_report_failed"}, {"node", node_id}, {"error", reply.status ? reply.body.substr(0, 200) : reply.error}});
+        }
+    } catch (const std::exception& e) {
+        log_line({{"event", "suspect_report_failed"}, {"node", node_id}, {"error", e.what()}});
+    }
+}
+
+}  // namespace aerials::server
