@@ -38,7 +38,9 @@ import threading
 import time
 
 import aerials
-from aerialsd_testlib import TOKEN, Node
+import subprocess
+
+from aerialsd_testlib import AERIALSD, TOKEN, Node, _die_with_parent
 from backends import sql_quote
 
 FAULT_SECONDS = float(os.environ.get("AERIALS_FAULT_SECONDS", "60"))
@@ -61,6 +63,29 @@ def report(text):
 
 # --- the nodes -------------------------------------------------------------------------
 
+# aerialsd serves each open connection with one worker thread, for as long as
+# the connection is kept alive (5 s idle by default). A node here holds far
+# more than the 4 workers aerialsd_testlib gives: each writer's connection,
+# the checker's, the coordinator's probes and every peer's replication
+# connections. With 4, four writers starve a node for a keep-alive timeout
+# and it is failed over although nothing happened to it (seen in this
+# session: see the report of the suite's first runs).
+NODE_THREADS = int(os.environ.get("AERIALS_FAULT_NODE_THREADS", "16"))
+
+
+class ReplNode(Node):
+    """A Node started with NODE_THREADS workers."""
+
+    def start(self):
+        args = [AERIALSD, "--root", self.root, "--listen", self.address, "--token-file", self.token_file,
+                "--threads", str(NODE_THREADS)] + self.extra
+        if self.join:
+            args += ["--join", self.join]
+        self.log = open(self.log_path, "ab")
+        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+        return self
+
+
 
 def interesting_skip(line):
     """A log line of a request answered with success: left out of failure messages."""
@@ -78,17 +103,22 @@ class ReplCluster:
 
     def __init__(self, size, replication, ack=None, probe_interval_ms=100, probe_timeout_ms=300,
                  fail_threshold=3, replication_timeout_ms=2000):
-        self.tmp = tempfile.TemporaryDirectory(prefix="aerials-repl-")
-        self.workdir = self.tmp.name
+        # AERIALS_KEEP_FAULT_DIRS=1 keeps the roots and logs for a post-mortem.
+        self.keep = bool(os.environ.get("AERIALS_KEEP_FAULT_DIRS"))
+        self.tmp = None if self.keep else tempfile.TemporaryDirectory(prefix="aerials-repl-")
+        self.workdir = tempfile.mkdtemp(prefix="aerials-repl-") if self.keep else self.tmp.name
         self.replication = replication
         self.ack = ack
         failure_flags = ["--probe-interval-ms", str(probe_interval_ms), "--probe-timeout-ms", str(probe_timeout_ms),
                          "--fail-threshold", str(fail_threshold),
                          "--replication-timeout-ms", str(replication_timeout_ms)]
         create_flags = ["--replication", str(replication)] + (["--ack", ack] if ack else [])
-        self.nodes = [Node(self.workdir, "n0", extra=failure_flags + create_flags)]
+        self.nodes = [ReplNode(self.workdir, "n0", extra=failure_flags + create_flags)]
         for i in range(1, size):
-            self.nodes.append(Node(self.workdir, "n%d" % i, join=self.nodes[0].address, extra=failure_flags))
+            # A joining node takes the replication settings from the map; it is given
+            # them too so that no default of its own shows in its command line.
+            self.nodes.append(ReplNode(self.workdir, "n%d" % i, join=self.nodes[0].address,
+                                   extra=failure_flags + create_flags))
         self.token_file = self.nodes[0].token_file
 
     @property
@@ -238,7 +268,7 @@ class ReplCluster:
                     n.log.close()
             except Exception:
                 pass
-        if os.environ.get("AERIALS_KEEP_FAULT_DIRS"):
+        if self.keep:
             report("kept %s" % self.workdir)
         else:
             self.tmp.cleanup()
