@@ -546,8 +546,8 @@ int run(const Options& o) {
         Phase SettingPhases::*phase;
     };
     const Row rows[] = {
-        {'a', "a", "4 KiB writes to the primary over HTTP", &SettingPhases::http_writes},
-        {'b', "b", "4 KiB reads from the primary over HTTP", &SettingPhases::http_reads},
+        {'a', "a", "4 KiB writes, HTTP to the primary", &SettingPhases::http_writes},
+        {'b', "b", "4 KiB reads, HTTP to the primary", &SettingPhases::http_reads},
         {'c', "c", "4 KiB writes through the extension", &SettingPhases::sql_writes},
         {'d', "d", "4 KiB reads through the extension", &SettingPhases::sql_reads},
     };
@@ -556,14 +556,13 @@ int run(const Options& o) {
         const Phase& baseline = phases[0].*row.phase;
         for (size_t i = 1; i < phases.size(); ++i) {
             const Phase& p = phases[i].*row.phase;
-            results.report({std::string(row.id) + std::to_string(kSettings[i].replication),
-                            std::string(row.name) + ", " + kSettings[i].label + " / RF1", kSettings[i].label,
-                            p.per_second, "RF1", baseline.per_second});
+            results.report({std::string(row.id) + std::to_string(kSettings[i].replication), row.name,
+                            kSettings[i].label, p.per_second, "RF1", baseline.per_second});
             line("       p99 %s %.3f ms, RF1 %.3f ms (x%.2f)", kSettings[i].label, p.p99_ms, baseline.p99_ms,
                  baseline.p99_ms > 0 ? p.p99_ms / baseline.p99_ms : 0.0);
         }
     }
-    results.print_table("replicated rates against the unreplicated baseline (same run, same machine)", 52, 10, 14,
+    results.print_table("replicated rates against the unreplicated baseline (same run, same machine)", 36, 10, 12,
                         "baseline");
     return 0;
 }
