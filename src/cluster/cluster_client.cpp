@@ -79,11 +79,12 @@ void ClusterClient::adopt_map(const nlohmann::json& map_json) {
     have_map_ = true;
 }
 
-void ClusterClient::refresh_map() {
+void ClusterClient::refresh_map(const std::string& avoid) {
     std::vector<std::string> addresses = settings_.seeds;
     if (have_map_) {
         for (const NodeEntry& n : map_.nodes) addresses.push_back(n.address);
     }
+    std::stable_partition(addresses.begin(), addresses.end(), [&](const std::string& a) { return a != avoid; });
     std::string failures;
     for (const std::string& address : addresses) {
         auto exchange = get(address, "/v1/cluster/map");
@@ -164,7 +165,7 @@ void ClusterClient::throw_failure(Exchange& e) {
         // The node may have failed over: the next request routes with the
         // newest map any node holds.
         try {
-            refresh_map();
+            refresh_map(e.address());
         } catch (const std::exception&) {
         }
         throw NodeError(e.error().empty() ? "no answer from node " + e.address() : e.error(), 0, "unreachable");

@@ -53,8 +53,9 @@ public:
 
     // The current map, fetched on first use.
     const ClusterMap& map();
-    // Fetches the map again from any node (the seeds first).
-    void refresh_map();
+    // Fetches the map again from any node (the seeds first; `avoid`, a node
+    // that just failed to answer, last).
+    void refresh_map(const std::string& avoid = "");
     // Adopts `map_json` (from a 409 or 421 answer) when it is newer.
     void adopt_map(const nlohmann::json& map_json);
 

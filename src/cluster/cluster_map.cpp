@@ -76,7 +76,9 @@ bool ClusterMap::is_replica(uint32_t slot, const std::string& id) const {
 int ClusterMap::required_acks(uint32_t slot) const {
     switch (ack) {
         case AckMode::kAsync: return 1;
-        case AckMode::kQuorum: return replication / 2 + 1;
+        // A majority of the replicas the slot has (fewer than `replication`
+        // while the cluster has fewer nodes), failed ones included.
+        case AckMode::kQuorum: return static_cast<int>(replicas_of(slot).size()) / 2 + 1;
         case AckMode::kAll: break;
     }
     int writable = 0;

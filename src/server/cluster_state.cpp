@@ -230,8 +230,9 @@ void ClusterState::push(const cluster::ClusterMap& map, const std::string& trace
     std::vector<std::pair<const cluster::NodeEntry*, std::future<PeerReply>>> sent;
     for (const cluster::NodeEntry& n : map.nodes) {
         if (n.id == node_id_) continue;
-        sent.emplace_back(&n, std::async(std::launch::async, [this, &n, &body, &trace_id] {
-                              return peers_.post(n.address, "/v1/cluster/map", body, "application/json", trace_id);
+        const PeerClient& client = push_peers_ ? *push_peers_ : peers_;
+        sent.emplace_back(&n, std::async(std::launch::async, [&client, &n, &body, &trace_id] {
+                              return client.post(n.address, "/v1/cluster/map", body, "application/json", trace_id);
                           }));
     }
     for (auto& [node, future] : sent) {

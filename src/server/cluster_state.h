@@ -3,6 +3,7 @@
 // and, on the coordinator, the one place that changes the map.
 #pragma once
 
+#include <chrono>
 #include <functional>
 #include <mutex>
 #include <optional>
@@ -53,6 +54,10 @@ public:
     // Fetches the map from `address` and adopts it. Throws naming the node.
     void refresh_from(const std::string& address, const std::string& trace_id);
 
+    // Map pushes wait at most this long for a node (a paused node must not
+    // hold up a failover for long; it learns the map when it wakes).
+    void set_push_timeout(std::chrono::milliseconds timeout) { push_peers_.emplace(peers_.with_timeout(timeout)); }
+
     // Buckets the catalog lists (for /metrics; the catalog connection is here).
     int64_t bucket_count();
 
@@ -66,6 +71,7 @@ private:
 
     std::string address_;
     const PeerClient& peers_;
+    std::optional<PeerClient> push_peers_;
     std::function<nlohmann::json()> local_buckets_;
     std::string node_id_;
     std::mutex db_mutex_;

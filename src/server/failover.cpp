@@ -42,16 +42,47 @@ int& Failover::score_of(const cluster::NodeEntry& n) {
     return it->second;
 }
 
-void Failover::loop() {
-    while (!stopping_) {
+void Failover::post(std::function<void()> task) {
+    {
+        std::lock_guard<std::mutex> lock(wake_mutex_);
+        tasks_.push_back(std::move(task));
+    }
+    wake_.notify_all();
+}
+
+void Failover::run_tasks() {
+    for (;;) {
+        std::function<void()> task;
+        {
+            std::lock_guard<std::mutex> lock(wake_mutex_);
+            if (tasks_.empty()) return;
+            task = std::move(tasks_.front());
+            tasks_.pop_front();
+        }
         try {
-            probe_round();
+            task();
         } catch (const std::exception& e) {
-            log_line({{"event", "probe_round_failed"}, {"error", e.what()}});
+            log_line({{"event", "background_task_failed"}, {"error", e.what()}});
+        }
+    }
+}
+
+void Failover::loop() {
+    auto next_probe = std::chrono::steady_clock::now();
+    while (!stopping_) {
+        run_tasks();
+        if (std::chrono::steady_clock::now() >= next_probe) {
+            try {
+                probe_round();
+            } catch (const std::exception& e) {
+                log_line({{"event", "probe_round_failed"}, {"error", e.what()}});
+            }
+            next_probe = std::chrono::steady_clock::now() + std::chrono::milliseconds(node_.config.probe_interval_ms);
         }
         std::unique_lock<std::mutex> lock(wake_mutex_);
-        wake_.wait_for(lock, std::chrono::milliseconds(node_.config.probe_interval_ms), [&] { return stopping_.load(); });
+        wake_.wait_until(lock, next_probe, [&] { return stopping_.load() || !tasks_.empty(); });
     }
+    run_tasks();
 }
 
 void Failover::probe_round() {
@@ -78,6 +109,11 @@ void Failover::probe_round() {
             if (serving && score >= node_.config.fail_threshold) failed.push_back(n->id);
             if (n->state == cluster::NodeState::kInactive && score == 0) recovered.push_back(n->id);
         }
+    }
+    // The coordinator made inactive itself (it had missed a write): it is
+    // alive, so it catches up at once.
+    if (const cluster::NodeEntry* me = map->node(self); me && me->state == cluster::NodeState::kInactive) {
+        recovered.push_back(self);
     }
     if (failed.empty() && recovered.empty()) return;
     node_.cluster.change(

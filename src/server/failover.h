@@ -9,6 +9,8 @@
 
 #include <atomic>
 #include <condition_variable>
+#include <deque>
+#include <functional>
 #include <map>
 #include <mutex>
 #include <string>
@@ -35,6 +37,11 @@ public:
     void start();
     void stop();
 
+    // Runs `task` on this object's thread, soon: work a request must not
+    // wait for (failure reports, asynchronous replication). Tasks left at
+    // stop() run before it returns.
+    void post(std::function<void()> task);
+
     // `id` missed a write its primary acknowledged or rolled back: it goes
     // inactive now (unless it is the last writable replica of a slot).
     void suspect(const std::string& id, const std::string& reason, const std::string& trace_id);
@@ -44,6 +51,7 @@ public:
 
 private:
     void loop();
+    void run_tasks();
     void probe_round();
     int& score_of(const cluster::NodeEntry& n);
 
@@ -54,6 +62,7 @@ private:
     std::atomic<bool> stopping_{false};
     std::mutex wake_mutex_;
     std::condition_variable wake_;
+    std::deque<std::function<void()>> tasks_;  // under wake_mutex_
     std::thread thread_;
 };
 

@@ -503,11 +503,19 @@ void Api::replica_apply(const httplib::Request& req, httplib::Response& res) {
                             {{"map", map.to_json()}});
         }
     }
-    if (node_.catch_up) node_.catch_up->note_applied(states);
+    int64_t deadline = req.has_header("X-Aerials-Deadline-Ms")
+                           ? std::strtoll(req.get_header_value("X-Aerials-Deadline-Ms").c_str(), nullptr, 10)
+                           : 0;
     s->database().exec("BEGIN");
     try {
         apply_states(*s, states);
+        if (deadline > 0 && now_ms() > deadline) {
+            throw HttpError(408, "deadline_passed",
+                            "this replica got to the write after its primary's deadline: it did not apply it");
+        }
         s->database().exec("COMMIT");
+        // Still under the gate: a catch-up's image cannot come in between.
+        if (node_.catch_up) node_.catch_up->note_applied(states);
     } catch (...) {
         sqlite3_exec(s->db(), "ROLLBACK", nullptr, nullptr, nullptr);
         throw;

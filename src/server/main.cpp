@@ -169,6 +169,7 @@ int main(int argc, char** argv) {
                 }
             }
         }
+        cluster.set_push_timeout(std::chrono::milliseconds(config.probe_timeout_ms));
         failover.start();
         catch_up.start();
         log_line({{"event", "listening"}, {"listen", config.listen}, {"node", cluster.node_id()}, {"root", config.root},

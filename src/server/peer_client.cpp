@@ -54,9 +54,10 @@ PeerReply PeerClient::get(const std::string& address, const std::string& path, c
 
 PeerReply PeerClient::post(const std::string& address, const std::string& path, const std::string& body,
                            const std::string& content_type, const std::string& trace_id, const std::string& epoch,
-                           bool forwarded) const {
+                           bool forwarded, const std::vector<std::pair<std::string, std::string>>& extra_headers) const {
     httplib::Client client = make_client(address, timeout_);
     httplib::Headers headers{{"Authorization", "Bearer " + token_}, {"X-Trace-Id", trace_id}};
+    for (const auto& [name, value] : extra_headers) headers.emplace(name, value);
     if (!epoch.empty()) headers.emplace("X-Aerials-Epoch", epoch);
     if (forwarded) headers.emplace("X-Aerials-Forwarded", "1");
     return reply_of(client.Post(path.c_str(), headers, body, content_type.c_str()), address);

@@ -5,6 +5,8 @@
 
 #include <chrono>
 #include <string>
+#include <utility>
+#include <vector>
 
 #include <nlohmann/json.hpp>
 
@@ -20,11 +22,13 @@ struct PeerReply {
 class PeerClient {
 public:
     PeerClient(std::string token, std::chrono::milliseconds timeout) : token_(std::move(token)), timeout_(timeout) {}
+    PeerClient with_timeout(std::chrono::milliseconds timeout) const { return PeerClient(token_, timeout); }
 
     PeerReply get(const std::string& address, const std::string& path, const std::string& trace_id) const;
     PeerReply post(const std::string& address, const std::string& path, const std::string& body,
                    const std::string& content_type, const std::string& trace_id, const std::string& epoch = "",
-                   bool forwarded = false) const;
+                   bool forwarded = false,
+                   const std::vector<std::pair<std::string, std::string>>& extra_headers = {}) const;
     // A JSON answer with status 200, or throws std::runtime_error naming the
     // peer, the path and what it answered.
     nlohmann::json get_json(const std::string& address, const std::string& path, const std::string& trace_id) const;

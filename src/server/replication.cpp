@@ -202,7 +202,7 @@ Plan plan_replication(NodeContext& node, Session& s, const cluster::ClusterMap& 
     for (const KvState& st : states) {
         uint32_t slot = cluster::slot_of(s.hash_of("", st.key), map.slots);
         bool first_of_slot = !plan.writers_of_slot.count(slot);
-        std::vector<std::string>& writers = plan.writers_of_slot[slot];
+        std::vector<std::string>& writers = plan.writers_of_slot[slot];  // made even when empty: its acks are checked
         for (const cluster::NodeEntry* r : map.replicas_of(slot)) {
             if (r->id == self) continue;
             if (r->state != cluster::NodeState::kWrite && r->state != cluster::NodeState::kRead) continue;
@@ -216,13 +216,19 @@ Plan plan_replication(NodeContext& node, Session& s, const cluster::ClusterMap& 
 }
 
 void send_all(NodeContext& node, Plan& plan, int64_t epoch, const std::string& trace_id) {
+    // A replica must not commit what its primary has given up on: it checks
+    // this deadline (a quarter of the timeout before the primary's) right
+    // before its COMMIT, so a write queued too long there is refused, not
+    // applied behind the primary's back.
+    int64_t timeout = node.config.replication_timeout_ms;
+    std::string deadline = std::to_string(now_ms() + timeout - timeout / 4);
     std::vector<std::future<void>> running;
     for (auto& [id, target] : plan.targets) {
         Target* t = &target;
         std::string body = cluster::encode_msgpack({{"sets", states_to_wire(t->states)}});
-        running.push_back(std::async(std::launch::async, [&node, t, body = std::move(body), epoch, &trace_id] {
+        running.push_back(std::async(std::launch::async, [&node, t, body = std::move(body), epoch, &trace_id, &deadline] {
             t->reply = node.replica_peers.post(t->node->address, "/v1/replica/apply", body, kMsgpack, trace_id,
-                                               std::to_string(epoch));
+                                               std::to_string(epoch), false, {{"X-Aerials-Deadline-Ms", deadline}});
         }));
     }
     for (auto& f : running) f.get();
@@ -249,14 +255,15 @@ bool fenced(NodeContext& node, const Target& t) {
 }
 
 void replicate_after_commit(NodeContext& node, std::shared_ptr<Plan> plan, int64_t epoch, std::string trace_id) {
-    std::thread([&node, plan, epoch, trace_id] {
+    if (!node.failover) return;
+    node.failover->post([&node, plan, epoch, trace_id] {
         send_all(node, *plan, epoch, trace_id);
         for (auto& [id, t] : plan->targets) {
             if (t.reply.status != 200 && !fenced(node, t)) {
                 report_suspect(node, id, "async replication failed: " + failure_of(t), trace_id);
             }
         }
-    }).detach();
+    });
 }
 
 }  // namespace
@@ -279,8 +286,13 @@ json replicated_write(NodeContext& node, Session& s, const std::vector<KvKey>& k
         sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
         throw;
     }
-    if (map.ack == cluster::AckMode::kAsync || plan.targets.empty()) {
-        s.database().exec("COMMIT");
+    if (map.replication == 1 || map.ack == cluster::AckMode::kAsync) {
+        try {
+            s.database().exec("COMMIT");
+        } catch (...) {
+            sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+            throw;
+        }
         if (!plan.targets.empty()) replicate_after_commit(node, std::make_shared<Plan>(std::move(plan)), map.epoch, trace_id);
         return result;
     }
@@ -305,7 +317,8 @@ json replicated_write(NodeContext& node, Session& s, const std::vector<KvKey>& k
         // Replicas that applied the write now hold what this node rolled
         // back: they catch up again. Those that refused it cleanly did not.
         for (auto& [id, t] : plan.targets) {
-            if (!(t.reply.status == 409 || t.reply.status == 400 || t.reply.status == 404)) {
+            // 409 stale epoch, 408 deadline passed, 4xx malformed: not applied.
+            if (!(t.reply.status >= 400 && t.reply.status < 500 && t.reply.status != 421)) {
                 report_suspect(node, id, t.reply.status == 200 ? "applied a write its primary rolled back" : failure_of(t), trace_id);
             }
         }
@@ -319,7 +332,15 @@ json replicated_write(NodeContext& node, Session& s, const std::vector<KvKey>& k
                         "the write was not acknowledged by the replicas it needs within " +
                             std::to_string(node.config.replication_timeout_ms) + " ms, so nothing was written: " + missing);
     }
-    s.database().exec("COMMIT");
+    try {
+        s.database().exec("COMMIT");
+    } catch (...) {
+        sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+        for (auto& [id, t] : plan.targets) {
+            if (t.reply.status == 200) report_suspect(node, id, "applied a write whose commit failed on its primary", trace_id);
+        }
+        throw;
+    }
     for (auto& [id, t] : plan.targets) {
         if (t.reply.status != 200) report_suspect(node, id, "missed a write: " + failure_of(t), trace_id);
     }
@@ -328,6 +349,11 @@ json replicated_write(NodeContext& node, Session& s, const std::vector<KvKey>& k
 
 void report_suspect(NodeContext& node, const std::string& node_id, const std::string& reason, const std::string& trace_id) {
     log_line({{"event", "replica_suspect"}, {"node", node_id}, {"reason", reason}, {"trace_id", trace_id}});
+    // The write that found it out must not wait for the coordinator.
+    if (node.failover) node.failover->post([&node, node_id, reason, trace_id] { send_suspect_report(node, node_id, reason, trace_id); });
+}
+
+void send_suspect_report(NodeContext& node, const std::string& node_id, const std::string& reason, const std::string& trace_id) {
     try {
         std::optional<cluster::ClusterMap> map = node.cluster.map();
         if (map->coordinator == node.cluster.node_id()) {

@@ -64,5 +64,8 @@ nlohmann::json replicated_write(NodeContext& node, Session& s, const std::vector
 // catches up). Failures are logged, never thrown.
 void report_suspect(NodeContext& node, const std::string& node_id, const std::string& reason,
                     const std::string& trace_id);
+// The report itself, on the calling thread.
+void send_suspect_report(NodeContext& node, const std::string& node_id, const std::string& reason,
+                         const std::string& trace_id);
 
 }  // namespace aerials::server

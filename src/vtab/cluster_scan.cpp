@@ -57,6 +57,7 @@ ClusterScan::ClusterScan(cluster::ClusterClient& client, const store::Collection
     // know the collection yet (it joined later) is asked again; no row has
     // reached the caller before the constructor returns.
     for (int attempt = 0;; ++attempt) {
+        int64_t routed_with = client_.map().epoch;
         try {
             start(args);
             eof_ = false;
@@ -73,7 +74,7 @@ ClusterScan::ClusterScan(cluster::ClusterClient& client, const store::Collection
         } catch (const cluster::NodeError& e) {
             // A node that does not answer may have failed over (the map was
             // refreshed): reading again is harmless.
-            if (e.code == "unreachable" && attempt < client_.settings().retries) continue;
+            if (e.code == "unreachable" && client_.map().epoch > routed_with && attempt < client_.settings().retries) continue;
             if (e.code != "not_found" || collection_.key_value || attempt >= client_.settings().retries) throw;
             define_on_all_nodes(client_, collection_);
         }

@@ -54,6 +54,50 @@ BOOST_AUTO_TEST_CASE(joins_share_slots_evenly_and_cover_all) {
     BOOST_TEST(back.to_json() == map.to_json());
 }
 
+BOOST_AUTO_TEST_CASE(replicas_follow_the_owner_in_node_order) {
+    ClusterMap map = joined(joined(new_cluster("c", node("a"), 16, 2, AckMode::kAll), "bb"), "ccc");
+    for (uint32_t slot = 0; slot < map.slots; ++slot) {
+        std::vector<const NodeEntry*> replicas = map.replicas_of(slot);
+        BOOST_TEST_REQUIRE(replicas.size() == 2u);
+        BOOST_TEST(replicas[0]->id == map.owner(slot));
+        BOOST_TEST(replicas[1]->id != replicas[0]->id);
+        BOOST_TEST(map.primary_of(slot)->id == map.owner(slot));
+        BOOST_TEST(map.required_acks(slot) == 2);
+    }
+    // A failed owner: its slots' primary is the secondary, nothing moves,
+    // and with ack=all one writable replica is enough.
+    map.node("a")->state = NodeState::kInactive;
+    for (uint32_t slot = 0; slot < map.slots; ++slot) {
+        if (map.owner(slot) != "a") continue;
+        BOOST_TEST(map.replicas_of(slot)[0]->id == "a");
+        BOOST_TEST(map.primary_of(slot)->id == map.replicas_of(slot)[1]->id);
+        BOOST_TEST(map.required_acks(slot) == 1);
+    }
+    // Quorum counts the replication factor, not who is up.
+    map.replication = 3;
+    map.ack = AckMode::kQuorum;
+    BOOST_TEST(map.replicas_of(0).size() == 3u);
+    BOOST_TEST(map.required_acks(0) == 2);
+    // A node still joining holds no copies.
+    map.nodes.push_back(node("dddd"));
+    map.nodes.back().state = NodeState::kProposal;
+    for (uint32_t slot = 0; slot < map.slots; ++slot) BOOST_TEST(!map.is_replica(slot, "dddd"));
+    // Both fields survive the JSON form; a map without them is unreplicated.
+    ClusterMap back = ClusterMap::from_json(map.to_json());
+    BOOST_TEST(back.replication == 3);
+    BOOST_TEST((back.ack == AckMode::kQuorum));
+    nlohmann::json old = map.to_json();
+    old.erase("replication");
+    old.erase("ack");
+    BOOST_TEST(ClusterMap::from_json(old).replication == 1);
+    nlohmann::json bad = map.to_json();
+    bad["replication"] = 4;
+    BOOST_CHECK_THROW(ClusterMap::from_json(bad), std::invalid_argument);
+    bad["replication"] = 2;
+    bad["ack"] = "most";
+    BOOST_CHECK_THROW(ClusterMap::from_json(bad), std::invalid_argument);
+}
+
 BOOST_AUTO_TEST_CASE(invalid_maps_are_refused_with_the_reason) {
     ClusterMap map = joined(new_cluster("c", node("a"), 16), "bb");
     nlohmann::json j = map.to_json();
