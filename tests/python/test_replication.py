@@ -38,21 +38,51 @@ in state write again). AERIALS_FAULT_SEED repeats a run's random choices;
 AERIALS_KEEP_FAULT_DIRS=1 keeps the nodes' roots and logs.
 """
 import collections
+import json
 import signal
 import tempfile
+import threading
 import time
 import unittest
 
-from aerialsd_testlib import served_by
+from aerialsd_testlib import packb, served_by, unpackb
 from replication_testlib import (FAULT_SECONDS, KillController, MapMonitor, ReplCluster, SqlClient, WriterPool,
                                  acked_while_down, copies, describe_key, random_source, read_cluster, read_local,
                                  recovery_summary, report, since_t0)
 
 WRITERS = 4
+# The version the deliberately stale write of the pause test carries: older
+# than every version a writer attempts.
+STALE_VERSION = -1
 # The client gives up on a node after this long (a SIGSTOPped node never answers).
 CLIENT_TIMEOUT_MS = 5000
 # How long catch-up may take once every node runs again.
 CATCH_UP_TIMEOUT = 90
+
+
+class StalePut(threading.Thread):
+    """POST /v1/kv/put of `key` = `value` straight to `node` with `epoch`,
+    in a thread (the node may be SIGSTOPped: the answer comes once it runs)."""
+
+    def __init__(self, node, key, value, epoch):
+        super().__init__(daemon=True)
+        self.node, self.key, self.value, self.epoch = node, key, value, epoch
+        self.status = self.body = self.error_code = None
+        self.start()
+
+    def run(self):
+        try:
+            r = self.node.request("POST", "/v1/kv/put", packb({"key": self.key, "value": self.value}),
+                                  "application/msgpack", epoch=self.epoch, timeout=30)
+        except OSError as e:
+            self.body = repr(e)
+            return
+        self.status, self.body = r.status, r.body[:300]
+        try:
+            self.error_code = unpackb(r.body).get("error") if r.header("Content-Type") == "application/msgpack" \
+                else json.loads(r.body).get("error")
+        except (ValueError, AttributeError, IndexError):
+            self.error_code = None
 
 
 class ReplicationFaultTest(unittest.TestCase):
@@ -140,9 +170,15 @@ class ReplicationFaultTest(unittest.TestCase):
         controller = KillController(cluster, monitor, rng)
         began = time.monotonic()
         left_down = None
+        recovery_failure = None
         try:
-            controller.run_until(began + FAULT_SECONDS)
-            if last_kill_left:
+            try:
+                controller.run_until(began + FAULT_SECONDS)
+            except AssertionError as e:
+                # A node that never came back: what the disks hold is still
+                # checked below before the test fails with it.
+                recovery_failure = e
+            if last_kill_left and recovery_failure is None:
                 # A node down while the writers go on: its replicas of the
                 # keys written now are missing until it catches up, so the
                 # first check below sees only what the quorum made durable.
@@ -156,6 +192,19 @@ class ReplicationFaultTest(unittest.TestCase):
         self.assertEqual([n.name for n in cluster.crashed([left_down] if left_down else [])], [],
                          "a node exited by itself during the workload:\n" + cluster.log_tails())
         acked = ledger.acked()
+        if recovery_failure is not None:
+            # Without catch-up an acknowledged write is sure to be only on
+            # the replicas that acknowledged it: one for ack all with the
+            # other replica down, a majority for quorum.
+            cluster.stop_all()
+            need = replication // 2 + 1 if expect_ack == "quorum" else 1
+            lost = self.check_unique_keys(ledger, None, self.local_views(cluster), need, monitor, cluster,
+                                          "%s without catch-up" % name)
+            report("REPORT %s: %d nodes RF %d ack %s: attempted %d, acknowledged %d, lost %d (on >= %d disks, checked "
+                   "without catch-up: a node never came back); %s before it; most frequent errors %r"
+                   % (name, size, replication, expect_ack, ledger.attempted(), len(acked), len(lost), need,
+                      recovery_summary(controller.events), ledger.error_summary(3)))
+            raise recovery_failure
         self.assertGreater(len(acked), 0, "no write was acknowledged at all: %r\n%s"
                            % (ledger.error_summary(), cluster.log_tails()))
         self.assertGreater(len(controller.events), 0, "the controller never killed a node (workload too short?)")
@@ -243,8 +292,10 @@ class ReplicationFaultTest(unittest.TestCase):
 
         writers = WriterPool(cluster, WRITERS, step, CLIENT_TIMEOUT_MS).start()
         began = time.monotonic()
+        stale_puts = []
         try:
             time.sleep(3)
+            epoch_before = cluster.map()["epoch"]
             victim.process.send_signal(signal.SIGSTOP)
             stopped = time.monotonic()
             inactive = monitor.wait_state(victim.name, {"inactive"}, timeout=20)
@@ -257,11 +308,19 @@ class ReplicationFaultTest(unittest.TestCase):
             # newer can hide it if it gets applied when the node wakes.
             try:
                 writers.stop()
+                # And a write that surely waits in the sleeping node: an old
+                # version of some of its keys, sent straight to it with the
+                # epoch it knows (the kernel queues the connection and the
+                # request until it wakes).
+                stale_puts = [StalePut(victim, k, STALE_VERSION, epoch_before) for k in sorted(victim_keys)[:3]]
+                time.sleep(0.5)
             finally:
                 writers_stopped = time.monotonic()
                 victim.process.send_signal(signal.SIGCONT)
         woke = time.monotonic()
         ledger = writers.ledger
+        for put in stale_puts:
+            put.join(30)
         time.sleep(2)
         cluster.wait_all_write(CATCH_UP_TIMEOUT)
         back = [c for c in monitor.changes(victim.name, since=woke) if c[1] == "write"]
@@ -278,6 +337,13 @@ class ReplicationFaultTest(unittest.TestCase):
         attempted = ledger.attempted_values()
         for k in keys:
             attempted[k].add(0)  # the setup's value
+        for put in stale_puts:
+            attempted[put.key].add(STALE_VERSION)
+        # The woken node had been failed over: its old write must fail (a
+        # 200 would say it wrote over the newer versions acknowledged since).
+        accepted = [(p.key, p.status, p.body) for p in stale_puts if p.status == 200 or p.status is None]
+        self.assertEqual(accepted, [], "%s accepted writes it received before its failover, after waking up "
+                         "(status None: no answer in 30 s)\n%s" % (victim.name, cluster.log_tails()))
         last_acked = {k: 0 for k in keys}
         for e in acked:
             last_acked[e.key] = max(last_acked[e.key], e.value)
@@ -307,10 +373,11 @@ class ReplicationFaultTest(unittest.TestCase):
                       "the same on >= 2 disks:\n%s\n%s" % (len(bad), detail, cluster.log_tails(1500)))
         report("REPORT %s: 3 nodes RF 2, %s SIGSTOPped %.1f s (inactive in the map after %.2f s), %.0f s of writes: "
                "attempted %d, acknowledged %d, lost %d, failed %d (acknowledged for its keys through the failover: "
-               "%d; its keys' writes in flight or failed after the pause: %d); time to recover (SIGCONT -> state "
-               "write) %.2f s; most frequent errors %r"
+               "%d; its keys' writes in flight or failed after the pause: %d; stale writes queued in it, refused "
+               "after waking: %s); time to recover (SIGCONT -> state write) %.2f s; most frequent errors %r"
                % (name, victim.name, woke - stopped, inactive - stopped, writers_stopped - began, ledger.attempted(),
-                  len(acked), len(bad), ledger.attempted() - len(acked), len(through_failover), in_flight, recovery,
+                  len(acked), len(bad), ledger.attempted() - len(acked), len(through_failover), in_flight,
+                  ["%s %s" % (p.status, (p.error_code or "")) for p in stale_puts], recovery,
                   ledger.error_summary(3)))
         self.assertEqual(bad, [])
 
