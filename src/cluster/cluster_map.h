@@ -31,6 +31,10 @@ struct NodeEntry {
     // The epoch of the map that gave the node its state: a catch-up that
     // began at one epoch may finish only if the state is still that one.
     int64_t state_epoch = 0;
+    // host:port of the node's liveness listener, served by threads of its
+    // own, so that a node whose workers all wait (on a hung replica) still
+    // answers probes; "" probes `address`.
+    std::string health;
 };
 
 // Slots [first, end) belong to `owner` (a node id).

@@ -106,6 +106,7 @@ bool ClusterState::adopt(const cluster::ClusterMap& map) {
 void ClusterState::create_if_missing(uint32_t slots, int64_t free_bytes, int replication, cluster::AckMode ack) {
     if (map()) return;
     cluster::NodeEntry self{node_id_, address_, cluster::NodeState::kWrite, free_bytes, now_ms()};
+    self.health = health_;
     adopt(cluster::new_cluster(random_hex(16), self, slots, replication, ack));
 }
 
@@ -153,12 +154,16 @@ cluster::ClusterMap ClusterState::join(cluster::NodeEntry newcomer, const std::s
     if (!current) throw std::runtime_error("this node holds no cluster map yet");
     if (current->coordinator != node_id_) throw std::logic_error("join sent to a node that is not the coordinator");
     if (cluster::NodeEntry* known = current->node(newcomer.id)) {
-        if (known->address == newcomer.address && known->state == cluster::NodeState::kWrite) return *current;
+        if (known->address == newcomer.address && known->health == newcomer.health &&
+            known->state == cluster::NodeState::kWrite) {
+            return *current;
+        }
         // A restart on another address, or a join that stopped half way:
         // the next epoch records it.
         cluster::ClusterMap next = *current;
         cluster::NodeEntry* entry = next.node(newcomer.id);
         entry->address = newcomer.address;
+        entry->health = newcomer.health;
         entry->free_bytes = newcomer.free_bytes;
         entry->last_seen_ms = now_ms();
         if (entry->state == cluster::NodeState::kProposal) {

@@ -92,7 +92,8 @@ void Failover::probe_round() {
     std::vector<std::pair<const cluster::NodeEntry*, std::future<PeerReply>>> probes;
     for (const cluster::NodeEntry& n : map->nodes) {
         if (n.id == self || n.state == cluster::NodeState::kProposal) continue;
-        probes.emplace_back(&n, std::async(std::launch::async, [this, &n] { return probes_.get(n.address, "/health/live", "probe"); }));
+        const std::string& target = n.health.empty() ? n.address : n.health;
+        probes.emplace_back(&n, std::async(std::launch::async, [this, &target] { return probes_.get(target, "/health/live", "probe"); }));
     }
     std::vector<std::string> failed, recovered;
     {

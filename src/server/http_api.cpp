@@ -592,6 +592,10 @@ void Api::join(const httplib::Request& req, httplib::Response& res) {
     newcomer.address = cluster::string_field(request, "address");
     split_address(newcomer.address, "field 'address'");
     newcomer.free_bytes = cluster::integer_field(request, "free_bytes", 0);
+    if (const json* health = cluster::optional_field(request, "health"); health && health->is_string()) {
+        newcomer.health = health->get<std::string>();
+        split_address(newcomer.health, "field 'health'");
+    }
     std::optional<cluster::ClusterMap> map = node_.cluster.map();
     if (!map) throw HttpError(503, "not_ready", "this node holds no cluster map yet; join through a node that does");
     if (map->coordinator != node_.cluster.node_id()) {

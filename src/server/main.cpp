@@ -25,6 +25,7 @@
 #include "server/config.h"
 #include "server/catch_up.h"
 #include "server/failover.h"
+#include "server/health_listener.h"
 #include "server/http_api.h"
 #include "server/local_store.h"
 #include "server/metrics.h"
@@ -42,13 +43,14 @@ int64_t free_bytes(const std::string& root) {
 
 // Joins through `seed`, retrying while it cannot be reached. Returns an empty
 // string on success, else why it failed for good.
-std::string join_cluster(const ServerConfig& config, ClusterState& cluster, const PeerClient& peers) {
-    nlohmann::json request{{"id", cluster.node_id()}, {"address", config.advertise}, {"free_bytes", free_bytes(config.root)}};
+std::string join_cluster(const ServerConfig& config, const std::string& target, ClusterState& cluster, const PeerClient& peers) {
+    nlohmann::json request{{"id", cluster.node_id()}, {"address", config.advertise}, {"free_bytes", free_bytes(config.root)},
+                           {"health", cluster.health_address()}};
     std::string last_error;
     for (int attempt = 0; attempt < config.join_retries; ++attempt) {
         if (attempt) std::this_thread::sleep_for(std::chrono::milliseconds(200));
         std::string trace = "join-" + random_hex(8);
-        PeerReply reply = peers.post(config.join, "/v1/cluster/join", request.dump(), "application/json", trace);
+        PeerReply reply = peers.post(target, "/v1/cluster/join", request.dump(), "application/json", trace);
         if (reply.status == 0) {
             last_error = reply.error;
             continue;
@@ -59,7 +61,7 @@ std::string join_cluster(const ServerConfig& config, ClusterState& cluster, cons
                 cluster.adopt(aerials::cluster::ClusterMap::from_json(body));
                 return "";
             } catch (const std::exception& e) {
-                return std::string("the join answer of ") + config.join + " is not a valid map: " + e.what();
+                return std::string("the join answer of ") + target + " is not a valid map: " + e.what();
             }
         }
         std::string message = body.is_object() && body.contains("message") ? body["message"].get<std::string>() : reply.body;
@@ -67,9 +69,9 @@ std::string join_cluster(const ServerConfig& config, ClusterState& cluster, cons
             last_error = message;
             continue;
         }
-        return "node " + config.join + " refused the join (" + std::to_string(reply.status) + "): " + message;
+        return "node " + target + " refused the join (" + std::to_string(reply.status) + "): " + message;
     }
-    return "could not reach " + config.join + " to join after " + std::to_string(config.join_retries) +
+    return "could not reach " + target + " to join after " + std::to_string(config.join_retries) +
            " attempts: " + last_error;
 }
 
@@ -152,6 +154,9 @@ int main(int argc, char** argv) {
         server.set_tcp_nodelay(true);
         std::shared_ptr<void> api = install_api(server, node);
 
+        HealthListener health(advertised_host);
+        cluster.set_health_address(health.address());
+
         if (config.join.empty()) cluster.create_if_missing(config.slots, free_bytes(config.root), config.replication,
                                                            aerials::cluster::parse_ack(config.ack));
         if (!server.bind_to_port(host.c_str(), port)) {
@@ -185,9 +190,22 @@ int main(int argc, char** argv) {
             server.stop();
         });
         std::thread joiner;
+        // A restarted member tells the coordinator where it listens now (its
+        // liveness port is new), as a join of a known node does.
+        std::string hello_to;
+        if (std::optional<aerials::cluster::ClusterMap> known = cluster.map();
+            known && config.join.empty() && known->coordinator != cluster.node_id()) {
+            if (const aerials::cluster::NodeEntry* c = known->node(known->coordinator)) hello_to = c->address;
+        }
+        if (!hello_to.empty()) {
+            joiner = std::thread([&] {
+                std::string failure = join_cluster(config, hello_to, cluster, peers);
+                log_line({{"event", failure.empty() ? "rejoined" : "rejoin_failed"}, {"node", cluster.node_id()}, {"error", failure}});
+            });
+        }
         if (!config.join.empty()) {
             joiner = std::thread([&] {
-                std::string failure = join_cluster(config, cluster, peers);
+                std::string failure = join_cluster(config, config.join, cluster, peers);
                 if (failure.empty()) {
                     log_line({{"event", "joined"}, {"epoch", cluster.epoch()}, {"node", cluster.node_id()}});
                     return;
