@@ -139,6 +139,27 @@ class ReplicationFaultTest(unittest.TestCase):
                       "disks); the first:\n%s\n%s" % (what, len(lost), need_copies, detail, cluster.log_tails(1500)))
         return lost
 
+    def check_no_partial_state(self, ledger, through, views, monitor, cluster, what):
+        """After catch-up: a write the server refused with "nothing was
+        written" is nowhere, and no insert of a key attempted once failed as
+        a duplicate (that would mean an earlier, refused attempt of the
+        client's own retry had been applied). Returns how many writes were
+        refused that way."""
+        refused = [e for e in ledger.entries if not e.acked and "nothing was written" in (e.error or "")]
+        visible = [e.key for e in refused if (e.key, "") in through or copies(views, e.key)]
+        duplicate = [e.key for e in ledger.entries if not e.acked and "UNIQUE constraint failed" in (e.error or "")]
+        bad = visible + duplicate
+        if bad:
+            entries = collections.defaultdict(list)
+            for e in ledger.entries:
+                entries[e.key].append(e)
+            detail = "\n".join(describe_key(k, entries[k], views, through, monitor, [n.name for n in cluster.nodes])
+                               for k in bad[:6])
+            self.fail("%s: partial state visible: %d write(s) refused with 'nothing was written' are present after "
+                      "catch-up, %d insert(s) of keys written once failed as duplicates; the first:\n%s\n%s"
+                      % (what, len(visible), len(duplicate), detail, cluster.log_tails(1500)))
+        return len(refused)
+
     # --- 1. the set workload, RF 2 --------------------------------------------------------
 
     def test_set_workload_rf2_kill_restart(self):
@@ -236,12 +257,13 @@ class ReplicationFaultTest(unittest.TestCase):
         views = self.local_views(cluster)
         lost = self.check_unique_keys(ledger, through, views, replication, monitor, cluster,
                                       "%s on disk after catch-up" % name)
+        refused = self.check_no_partial_state(ledger, through, views, monitor, cluster, name)
         report("REPORT %s: %d nodes RF %d ack %s, %.0f s: attempted %d, acknowledged %d, lost %d, failed %d "
-               "(acknowledged while a node was down: %d); %s; after the workload, every node write again in %.2f s%s; "
-               "most frequent errors %r"
+               "(acknowledged while a node was down: %d; refused with 'nothing was written': %d, none of them "
+               "visible); %s; after the workload, every node write again in %.2f s%s; most frequent errors %r"
                % (name, size, replication, expect_ack, workload_seconds, ledger.attempted(), len(acked), len(lost),
-                  ledger.attempted() - len(acked), during, recovery_summary(controller.events), final_recovery,
-                  quorum_check, ledger.error_summary(3)))
+                  ledger.attempted() - len(acked), during, refused, recovery_summary(controller.events),
+                  final_recovery, quorum_check, ledger.error_summary(3)))
         self.assertEqual(lost, [])
 
     # --- 2. pause the primary of some slots -------------------------------------------------
