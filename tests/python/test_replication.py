@@ -11,7 +11,9 @@ node is fair game.
 
 A write counts as acknowledged only when its COMMIT returned without error.
 Failed writes are allowed to be present or absent afterwards (their outcome
-is unknown to the client), but only with the value that was attempted.
+is unknown to the client), but only with the value that was attempted;
+except a write the server refused with "nothing was written": after
+catch-up it must be nowhere (no partial state).
 
     set workload   3 nodes, RF 2 (ack all): 4 writers insert unique keys for
                    AERIALS_FAULT_SECONDS (60 by default) while a random
@@ -31,6 +33,9 @@ is unknown to the client), but only with the value that was attempted.
                    stops: every acknowledged key is on >= 2 nodes' disks;
                    then everything restarts, catches up, and every key is on
                    all 3 replicas.
+
+Nodes run with AERIALS_FAULT_NODE_THREADS workers (16; see
+replication_testlib.NODE_THREADS for why not aerialsd_testlib's 4).
 
 Each test prints a REPORT line: attempted, acknowledged, lost (asserted 0),
 time to recover (from a node's restart until the coordinator's map shows it
