@@ -149,7 +149,7 @@ nlohmann::json ClusterMap::to_json() const {
                               {"free_bytes", n.free_bytes},
                               {"last_seen", n.last_seen_ms},
                               {"state_epoch", n.state_epoch},
-                              {"health", n.health}});
+                              {"peer", n.peer}});
     }
     j["assignment"] = nlohmann::json::array();
     for (const SlotRange& r : assignment) j["assignment"].push_back({r.first, r.end, r.owner});
@@ -209,7 +209,7 @@ ClusterMap ClusterMap::from_json(const nlohmann::json& j) {
         e.free_bytes = field<int64_t>(n, "free_bytes", "cluster map node " + e.id);
         e.last_seen_ms = field<int64_t>(n, "last_seen", "cluster map node " + e.id);
         if (n.contains("state_epoch")) e.state_epoch = field<int64_t>(n, "state_epoch", "cluster map node " + e.id);
-        if (n.contains("health")) e.health = field<std::string>(n, "health", "cluster map node " + e.id);
+        if (n.contains("peer")) e.peer = field<std::string>(n, "peer", "cluster map node " + e.id);
         if (!ids.insert(e.id).second) throw std::invalid_argument("cluster map: node " + e.id + " listed twice");
         map.nodes.push_back(std::move(e));
     }

@@ -31,10 +31,11 @@ struct NodeEntry {
     // The epoch of the map that gave the node its state: a catch-up that
     // began at one epoch may finish only if the state is still that one.
     int64_t state_epoch = 0;
-    // host:port of the node's liveness listener, served by threads of its
-    // own, so that a node whose workers all wait (on a hung replica) still
-    // answers probes; "" probes `address`.
-    std::string health;
+    // host:port of the node's listener for other nodes (probes, replicated
+    // writes, images, map pushes), served by threads of its own, so that
+    // client connections cannot starve them; "" means `address`.
+    std::string peer;
+    const std::string& peer_address() const { return peer.empty() ? address : peer; }
 };
 
 // Slots [first, end) belong to `owner` (a node id).

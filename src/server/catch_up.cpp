@@ -105,7 +105,7 @@ bool CatchUp::run(const cluster::ClusterMap& map) {
         const cluster::NodeEntry* primary = map.node(primary_id);
         json request = {{"ranges", json::array()}};
         for (auto [first, end] : ranges) request["ranges"].push_back({first, end});
-        PeerReply reply = node_.peers.post(primary->address, "/v1/replica/image", cluster::encode_msgpack(request),
+        PeerReply reply = node_.peers.post(primary->peer_address(), "/v1/replica/image", cluster::encode_msgpack(request),
                                            "application/msgpack", trace, std::to_string(map.epoch));
         if (reply.status != 200) {
             log_line({{"event", "catch_up_retry"}, {"node", self}, {"from", primary->address},
@@ -129,7 +129,7 @@ bool CatchUp::run(const cluster::ClusterMap& map) {
         copied += image.size();
     }
     const cluster::NodeEntry* coordinator = map.node(map.coordinator);
-    PeerReply reply = node_.peers.post(coordinator->address, "/v1/cluster/activate",
+    PeerReply reply = node_.peers.post(coordinator->peer_address(), "/v1/cluster/activate",
                                        json({{"node", self}, {"epoch", since}}).dump(), "application/json", trace);
     if (reply.status != 200) {
         log_line({{"event", "catch_up_refused"}, {"node", self},
@@ -149,32 +149,37 @@ bool CatchUp::run(const cluster::ClusterMap& map) {
 
 void CatchUp::apply_image(const std::vector<std::pair<uint32_t, uint32_t>>& ranges, uint32_t slots,
                           const std::vector<KvState>& image) {
-    // No replicated write runs while the image goes in: each of them is
-    // either before it (and journaled) or after it.
-    std::unique_lock<WriteGate> gate(node_.write_gate);
     auto s = node_.store.session();
     s->set_slot_filter(slot_mask(slots, ranges));
     json local = s->query("SELECT key, subkey FROM temp.aerials_kv WHERE aerials_in_slots(key)", {});
     s->set_slot_filter({});
     std::set<std::string> in_image;
     for (const KvState& st : image) in_image.insert(identity(st.key, st.subkey));
-    std::lock_guard<std::mutex> lock(journal_mutex_);
     std::vector<KvState> writes;
     for (const json& row : local["rows"]) {
         KvState gone{cluster::value_from_wire(row[0], "key"), cluster::value_from_wire(row[1], "subkey"), {}, false};
-        std::string id = identity(gone.key, gone.subkey);
-        if (!in_image.count(id) && !journal_.count(id)) writes.push_back(std::move(gone));
+        if (!in_image.count(identity(gone.key, gone.subkey))) writes.push_back(std::move(gone));
     }
-    for (const KvState& st : image) {
-        if (!journal_.count(identity(st.key, st.subkey))) writes.push_back(st);
-    }
-    s->database().exec("BEGIN");
-    try {
-        apply_states(*s, writes);
-        s->database().exec("COMMIT");
-    } catch (...) {
-        sqlite3_exec(s->db(), "ROLLBACK", nullptr, nullptr, nullptr);
-        throw;
+    writes.insert(writes.end(), image.begin(), image.end());
+    // Replicated writes keep arriving: each notes its records in the journal
+    // before it writes them, and each record of the image is checked against
+    // the journal and written under its mutex, so whichever comes second of
+    // the two, the replicated value stays. Small transactions keep the
+    // bucket locks short for those writes.
+    const size_t kChunk = 256;
+    for (size_t at = 0; at < writes.size(); at += kChunk) {
+        s->database().exec("BEGIN");
+        try {
+            for (size_t i = at; i < std::min(writes.size(), at + kChunk); ++i) {
+                std::lock_guard<std::mutex> lock(journal_mutex_);
+                if (journal_.count(identity(writes[i].key, writes[i].subkey))) continue;
+                apply_states(*s, {writes[i]});
+            }
+            s->database().exec("COMMIT");
+        } catch (...) {
+            sqlite3_exec(s->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+            throw;
+        }
     }
 }
 

@@ -106,7 +106,7 @@ bool ClusterState::adopt(const cluster::ClusterMap& map) {
 void ClusterState::create_if_missing(uint32_t slots, int64_t free_bytes, int replication, cluster::AckMode ack) {
     if (map()) return;
     cluster::NodeEntry self{node_id_, address_, cluster::NodeState::kWrite, free_bytes, now_ms()};
-    self.health = health_;
+    self.peer = peer_;
     adopt(cluster::new_cluster(random_hex(16), self, slots, replication, ack));
 }
 
@@ -154,7 +154,7 @@ cluster::ClusterMap ClusterState::join(cluster::NodeEntry newcomer, const std::s
     if (!current) throw std::runtime_error("this node holds no cluster map yet");
     if (current->coordinator != node_id_) throw std::logic_error("join sent to a node that is not the coordinator");
     if (cluster::NodeEntry* known = current->node(newcomer.id)) {
-        if (known->address == newcomer.address && known->health == newcomer.health &&
+        if (known->address == newcomer.address && known->peer == newcomer.peer &&
             known->state == cluster::NodeState::kWrite) {
             return *current;
         }
@@ -163,7 +163,7 @@ cluster::ClusterMap ClusterState::join(cluster::NodeEntry newcomer, const std::s
         cluster::ClusterMap next = *current;
         cluster::NodeEntry* entry = next.node(newcomer.id);
         entry->address = newcomer.address;
-        entry->health = newcomer.health;
+        entry->peer = newcomer.peer;
         entry->free_bytes = newcomer.free_bytes;
         entry->last_seen_ms = now_ms();
         if (entry->state == cluster::NodeState::kProposal) {
@@ -237,7 +237,7 @@ void ClusterState::push(const cluster::ClusterMap& map, const std::string& trace
         if (n.id == node_id_) continue;
         const PeerClient& client = push_peers_ ? *push_peers_ : peers_;
         sent.emplace_back(&n, std::async(std::launch::async, [&client, &n, &body, &trace_id] {
-                              return client.post(n.address, "/v1/cluster/map", body, "application/json", trace_id);
+                              return client.post(n.peer_address(), "/v1/cluster/map", body, "application/json", trace_id);
                           }));
     }
     for (auto& [node, future] : sent) {

@@ -31,8 +31,8 @@ public:
     const std::string& node_id() const { return node_id_; }
     const std::string& address() const { return address_; }
     // The liveness listener's address, recorded in the map for this node.
-    void set_health_address(std::string address) { health_ = std::move(address); }
-    const std::string& health_address() const { return health_; }
+    void set_peer_address(std::string address) { peer_ = std::move(address); }
+    const std::string& peer_address() const { return peer_; }
 
     std::optional<cluster::ClusterMap> map() const;
     int64_t epoch() const;
@@ -73,7 +73,7 @@ private:
                            const std::string& newcomer, const std::string& trace_id);
 
     std::string address_;
-    std::string health_;
+    std::string peer_;
     const PeerClient& peers_;
     std::optional<PeerClient> push_peers_;
     std::function<nlohmann::json()> local_buckets_;

@@ -92,7 +92,7 @@ void Failover::probe_round() {
     std::vector<std::pair<const cluster::NodeEntry*, std::future<PeerReply>>> probes;
     for (const cluster::NodeEntry& n : map->nodes) {
         if (n.id == self || n.state == cluster::NodeState::kProposal) continue;
-        const std::string& target = n.health.empty() ? n.address : n.health;
+        const std::string& target = n.peer_address();
         probes.emplace_back(&n, std::async(std::launch::async, [this, &target] { return probes_.get(target, "/health/live", "probe"); }));
     }
     std::vector<std::string> failed, recovered;

@@ -103,7 +103,10 @@ private:
 
     // Data endpoints: the node must be ready and the request's epoch current.
     // A node catching up (state read) takes replicated writes only.
-    void check_epoch(const httplib::Request& req, httplib::Response& res, bool catching_up_ok = false);
+    // Returns the request's epoch. `older_ok`: an older epoch is the
+    // caller's to judge (a replicated write from a primary still in office).
+    int64_t check_epoch(const httplib::Request& req, httplib::Response& res, bool catching_up_ok = false,
+                        bool older_ok = false);
     // Sharded tables are not replicated: with replication, their writes and
     // map-reduce are refused rather than done on one copy.
     void refuse_unreplicated(const std::string& what);
@@ -138,7 +141,7 @@ Api::Handler Api::guarded(Handler h) {
     };
 }
 
-void Api::check_epoch(const httplib::Request& req, httplib::Response& res, bool catching_up_ok) {
+int64_t Api::check_epoch(const httplib::Request& req, httplib::Response& res, bool catching_up_ok, bool older_ok) {
     // While draining, requests that already arrived are still served: the
     // listener is closed and each connection ends after its current request.
     if (!node_.cluster.ready()) {
@@ -168,20 +171,21 @@ void Api::check_epoch(const httplib::Request& req, httplib::Response& res, bool 
         const cluster::NodeEntry* coordinator = map->node(map->coordinator);
         if (coordinator && map->coordinator != node_.cluster.node_id()) {
             try {
-                node_.cluster.refresh_from(coordinator->address, t_trace);
+                node_.cluster.refresh_from(coordinator->peer_address(), t_trace);
             } catch (const std::exception& e) {
                 log_line({{"event", "map_refresh_failed"}, {"trace_id", t_trace}, {"error", e.what()}});
             }
         }
         mine = node_.cluster.epoch();
     }
-    if (epoch < mine) {
+    if (epoch < mine && !older_ok) {
         throw HttpError(409, "stale_epoch",
                         "the request was routed with epoch " + std::to_string(epoch) + " but the cluster map is at epoch " +
                             std::to_string(mine) + ": route again with the map in this answer",
                         {{"map", node_.cluster.map()->to_json()}});
     }
     res.set_header("X-Aerials-Epoch", std::to_string(mine));
+    return epoch;
 }
 
 void Api::refuse_unreplicated(const std::string& what) {
@@ -486,13 +490,20 @@ void Api::rows_batch(const httplib::Request& req, httplib::Response& res) {
 
 // A primary's write, as the final states of the records it touched.
 void Api::replica_apply(const httplib::Request& req, httplib::Response& res) {
-    check_epoch(req, res, true);
+    int64_t routed_with = check_epoch(req, res, true, true);
     json request = decode_msgpack(req);
     const json* sets = cluster::optional_field(request, "sets");
     if (!sets) throw WireError("missing field 'sets'");
     std::vector<KvState> states = states_from_wire(*sets);
     cluster::ClusterMap map = *node_.cluster.map();
-    std::shared_lock<WriteGate> gate(node_.write_gate);
+    // Fencing: a write from a node that is no longer the primary of its
+    // slots in this node's map (it was failed over, perhaps while paused) is
+    // refused; one routed with an older map by a primary still in office is
+    // not (every map change would otherwise fail the writes in flight).
+    std::string sender = req.get_header_value("X-Aerials-Primary");
+    // No gate here: the gate holds back this node's own writes as a primary
+    // (for an image); a replica apply waiting behind it would close a cycle
+    // of nodes waiting on each other's images.
     auto s = node_.store.session();
     for (size_t i = 0; i < states.size(); ++i) {
         uint32_t slot = cluster::slot_of(s->hash_of("", states[i].key), map.slots);
@@ -502,7 +513,19 @@ void Api::replica_apply(const httplib::Request& req, httplib::Response& res) {
                                 ", of which this node is no replica",
                             {{"map", map.to_json()}});
         }
+        const cluster::NodeEntry* primary = map.primary_of(slot);
+        bool in_office = primary && primary->id == sender;
+        if (routed_with < map.epoch && !in_office) {
+            throw HttpError(409, "stale_epoch",
+                            "node " + sender + " wrote slot " + std::to_string(slot) + " with epoch " +
+                                std::to_string(routed_with) + ", but at epoch " + std::to_string(map.epoch) +
+                                " its primary is " + (primary ? primary->id : std::string("none")) +
+                                ": the write is refused (fencing)",
+                            {{"map", map.to_json()}});
+        }
     }
+    // Before writing: a catch-up image written meanwhile leaves these alone.
+    if (node_.catch_up) node_.catch_up->note_applied(states);
     int64_t deadline = req.has_header("X-Aerials-Deadline-Ms")
                            ? std::strtoll(req.get_header_value("X-Aerials-Deadline-Ms").c_str(), nullptr, 10)
                            : 0;
@@ -514,8 +537,6 @@ void Api::replica_apply(const httplib::Request& req, httplib::Response& res) {
                             "this replica got to the write after its primary's deadline: it did not apply it");
         }
         s->database().exec("COMMIT");
-        // Still under the gate: a catch-up's image cannot come in between.
-        if (node_.catch_up) node_.catch_up->note_applied(states);
     } catch (...) {
         sqlite3_exec(s->db(), "ROLLBACK", nullptr, nullptr, nullptr);
         throw;
@@ -592,9 +613,9 @@ void Api::join(const httplib::Request& req, httplib::Response& res) {
     newcomer.address = cluster::string_field(request, "address");
     split_address(newcomer.address, "field 'address'");
     newcomer.free_bytes = cluster::integer_field(request, "free_bytes", 0);
-    if (const json* health = cluster::optional_field(request, "health"); health && health->is_string()) {
-        newcomer.health = health->get<std::string>();
-        split_address(newcomer.health, "field 'health'");
+    if (const json* peer = cluster::optional_field(request, "peer"); peer && peer->is_string()) {
+        newcomer.peer = peer->get<std::string>();
+        split_address(newcomer.peer, "field 'peer'");
     }
     std::optional<cluster::ClusterMap> map = node_.cluster.map();
     if (!map) throw HttpError(503, "not_ready", "this node holds no cluster map yet; join through a node that does");

@@ -30,7 +30,8 @@ struct NodeContext {
     Metrics& metrics;
     const PeerClient& replica_peers;  // with the replication timeout
     std::atomic<bool> draining{false};
-    // Every write holds it shared through its transaction and replication.
+    // Every write this node makes as a primary holds it shared through its
+    // transaction and replication; an image for a catching-up node closes it.
     WriteGate write_gate;
     Failover* failover = nullptr;  // set once started
     CatchUp* catch_up = nullptr;

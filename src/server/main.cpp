@@ -25,7 +25,7 @@
 #include "server/config.h"
 #include "server/catch_up.h"
 #include "server/failover.h"
-#include "server/health_listener.h"
+#include "server/peer_listener.h"
 #include "server/http_api.h"
 #include "server/local_store.h"
 #include "server/metrics.h"
@@ -45,7 +45,7 @@ int64_t free_bytes(const std::string& root) {
 // string on success, else why it failed for good.
 std::string join_cluster(const ServerConfig& config, const std::string& target, ClusterState& cluster, const PeerClient& peers) {
     nlohmann::json request{{"id", cluster.node_id()}, {"address", config.advertise}, {"free_bytes", free_bytes(config.root)},
-                           {"health", cluster.health_address()}};
+                           {"peer", cluster.peer_address()}};
     std::string last_error;
     for (int attempt = 0; attempt < config.join_retries; ++attempt) {
         if (attempt) std::this_thread::sleep_for(std::chrono::milliseconds(200));
@@ -143,19 +143,23 @@ int main(int argc, char** argv) {
         node.failover = &failover;
         node.catch_up = &catch_up;
 
-        server.new_task_queue = [&config] {
-            return new BoundedPool(static_cast<size_t>(config.threads), static_cast<size_t>(config.queue));
+        auto configure = [&config, &node](httplib::Server& s) {
+            s.new_task_queue = [&config] {
+                return new BoundedPool(static_cast<size_t>(config.threads), static_cast<size_t>(config.queue));
+            };
+            s.set_payload_max_length(static_cast<size_t>(config.max_body));
+            s.set_read_timeout(config.read_timeout_s, 0);
+            s.set_write_timeout(config.write_timeout_s, 0);
+            s.set_keep_alive_timeout(config.keep_alive_timeout_s);
+            s.set_keep_alive_max_count(static_cast<size_t>(config.keep_alive_max));
+            s.set_tcp_nodelay(true);
+            return install_api(s, node);
         };
-        server.set_payload_max_length(static_cast<size_t>(config.max_body));
-        server.set_read_timeout(config.read_timeout_s, 0);
-        server.set_write_timeout(config.write_timeout_s, 0);
-        server.set_keep_alive_timeout(config.keep_alive_timeout_s);
-        server.set_keep_alive_max_count(static_cast<size_t>(config.keep_alive_max));
-        server.set_tcp_nodelay(true);
-        std::shared_ptr<void> api = install_api(server, node);
-
-        HealthListener health(advertised_host);
-        cluster.set_health_address(health.address());
+        std::shared_ptr<void> api = configure(server);
+        std::shared_ptr<void> peer_api;
+        PeerListener peer_listener(advertised_host, [&](httplib::Server& s) { peer_api = configure(s); });
+        cluster.set_peer_address(peer_listener.address());
+        cluster.set_push_timeout(std::chrono::milliseconds(config.probe_timeout_ms));
 
         if (config.join.empty()) cluster.create_if_missing(config.slots, free_bytes(config.root), config.replication,
                                                            aerials::cluster::parse_ack(config.ack));
@@ -174,7 +178,17 @@ int main(int argc, char** argv) {
                 }
             }
         }
-        cluster.set_push_timeout(std::chrono::milliseconds(config.probe_timeout_ms));
+        // A coordinator that restarts listens for nodes on a new port.
+        if (std::optional<aerials::cluster::ClusterMap> known = cluster.map(); known && known->coordinator == cluster.node_id()) {
+            cluster.change(
+                [&](aerials::cluster::ClusterMap& next) {
+                    aerials::cluster::NodeEntry* me = next.node(cluster.node_id());
+                    if (!me || me->peer == cluster.peer_address()) return false;
+                    me->peer = cluster.peer_address();
+                    return true;
+                },
+                "startup");
+        }
         failover.start();
         catch_up.start();
         log_line({{"event", "listening"}, {"listen", config.listen}, {"node", cluster.node_id()}, {"root", config.root},
@@ -192,12 +206,14 @@ int main(int argc, char** argv) {
         std::thread joiner;
         // A restarted member tells the coordinator where it listens now (its
         // liveness port is new), as a join of a known node does.
+        // It goes to the coordinator's listener for nodes: clients keeping
+        // connections open can hold every worker of its main one.
         std::string hello_to;
         if (std::optional<aerials::cluster::ClusterMap> known = cluster.map();
-            known && config.join.empty() && known->coordinator != cluster.node_id()) {
-            if (const aerials::cluster::NodeEntry* c = known->node(known->coordinator)) hello_to = c->address;
+            known && known->coordinator != cluster.node_id()) {
+            if (const aerials::cluster::NodeEntry* c = known->node(known->coordinator)) hello_to = c->peer_address();
         }
-        if (!hello_to.empty()) {
+        if (!hello_to.empty() && config.join.empty()) {
             joiner = std::thread([&] {
                 std::string failure = join_cluster(config, hello_to, cluster, peers);
                 log_line({{"event", failure.empty() ? "rejoined" : "rejoin_failed"}, {"node", cluster.node_id()}, {"error", failure}});
@@ -205,7 +221,8 @@ int main(int argc, char** argv) {
         }
         if (!config.join.empty()) {
             joiner = std::thread([&] {
-                std::string failure = join_cluster(config, config.join, cluster, peers);
+                // A member that restarts joins through the coordinator it knows.
+                std::string failure = join_cluster(config, hello_to.empty() ? config.join : hello_to, cluster, peers);
                 if (failure.empty()) {
                     log_line({{"event", "joined"}, {"epoch", cluster.epoch()}, {"node", cluster.node_id()}});
                     return;
@@ -224,6 +241,7 @@ int main(int argc, char** argv) {
         signal_thread.join();
         catch_up.stop();
         failover.stop();
+        peer_listener.stop();
         log_line({{"event", "stopped"}, {"node", cluster.node_id()}, {"exit_code", exit_code.load()}});
         return exit_code;
     } catch (const std::exception& e) {

@@ -1,5 +1,6 @@
 #include "server/replication.h"
 
+#include <algorithm>
 #include <future>
 #include <map>
 #include <mutex>
@@ -188,6 +189,7 @@ namespace {
 struct Target {
     const cluster::NodeEntry* node = nullptr;
     std::vector<KvState> states;
+    std::vector<size_t> indexes;  // of `states` in the write's list
     PeerReply reply;
 };
 
@@ -199,7 +201,8 @@ struct Plan {
 Plan plan_replication(NodeContext& node, Session& s, const cluster::ClusterMap& map, const std::vector<KvState>& states) {
     Plan plan;
     const std::string& self = node.cluster.node_id();
-    for (const KvState& st : states) {
+    for (size_t i = 0; i < states.size(); ++i) {
+        const KvState& st = states[i];
         uint32_t slot = cluster::slot_of(s.hash_of("", st.key), map.slots);
         bool first_of_slot = !plan.writers_of_slot.count(slot);
         std::vector<std::string>& writers = plan.writers_of_slot[slot];  // made even when empty: its acks are checked
@@ -209,6 +212,7 @@ Plan plan_replication(NodeContext& node, Session& s, const cluster::ClusterMap& 
             Target& t = plan.targets[r->id];
             t.node = r;
             t.states.push_back(st);
+            t.indexes.push_back(i);
             if (first_of_slot && r->state == cluster::NodeState::kWrite) writers.push_back(r->id);
         }
     }
@@ -227,8 +231,9 @@ void send_all(NodeContext& node, Plan& plan, int64_t epoch, const std::string& t
         Target* t = &target;
         std::string body = cluster::encode_msgpack({{"sets", states_to_wire(t->states)}});
         running.push_back(std::async(std::launch::async, [&node, t, body = std::move(body), epoch, &trace_id, &deadline] {
-            t->reply = node.replica_peers.post(t->node->address, "/v1/replica/apply", body, kMsgpack, trace_id,
-                                               std::to_string(epoch), false, {{"X-Aerials-Deadline-Ms", deadline}});
+            t->reply = node.replica_peers.post(t->node->peer_address(), "/v1/replica/apply", body, kMsgpack, trace_id,
+                                               std::to_string(epoch), false,
+                                               {{"X-Aerials-Deadline-Ms", deadline}, {"X-Aerials-Primary", node.cluster.node_id()}});
         }));
     }
     for (auto& f : running) f.get();
@@ -266,36 +271,138 @@ void replicate_after_commit(NodeContext& node, std::shared_ptr<Plan> plan, int64
     });
 }
 
+
+// Throws 503 unavailable when a slot of `keys` has fewer writable replicas
+// than a write needs: sending it would only leave copies to undo.
+void check_available(NodeContext& node, Session& s, const cluster::ClusterMap& map, const std::vector<KvKey>& keys) {
+    std::set<uint32_t> seen;
+    for (const KvKey& k : keys) {
+        if (k.key.type == SQLITE_NULL) continue;
+        uint32_t slot = cluster::slot_of(s.hash_of("", k.key), map.slots);
+        if (!seen.insert(slot).second) continue;
+        int writable = 0;
+        for (const cluster::NodeEntry* r : map.replicas_of(slot)) writable += r->state == cluster::NodeState::kWrite;
+        if (writable < map.required_acks(slot)) {
+            throw HttpError(503, "unavailable",
+                            "slot " + std::to_string(slot) + " has " + std::to_string(writable) +
+                                " writable replicas and a write needs " + std::to_string(map.required_acks(slot)) +
+                                " (ack " + cluster::ack_name(map.ack) + "): nothing was written; it serves writes again "
+                                "once a replica has caught up (node " + node.cluster.node_id() + ", epoch " +
+                                std::to_string(map.epoch) + ")");
+        }
+    }
+}
+
+// Puts the records back on the replicas that applied a write this node is
+// about to roll back, while it still holds their locks (no later write of
+// theirs can be overtaken). Returns the ids that could not be undone.
+std::vector<std::string> undo_on_replicas(NodeContext& node, Plan& plan, const std::vector<KvState>& before,
+                                          int64_t epoch, const std::string& trace_id) {
+    Plan undo;
+    for (auto& [id, t] : plan.targets) {
+        if (t.reply.status != 200) continue;
+        Target& u = undo.targets[id];
+        u.node = t.node;
+        for (size_t i : t.indexes) u.states.push_back(before[i]);
+    }
+    send_all(node, undo, epoch, trace_id);
+    std::vector<std::string> failed;
+    for (auto& [id, u] : undo.targets) {
+        if (u.reply.status != 200) failed.push_back(id);
+    }
+    return failed;
+}
+
+}  // namespace
+
+namespace {
+
+// Records a primary is writing: a write holds the stripes of its records
+// from computing their new states until it applied them locally, so two
+// writes of one record reach the replicas in the order they apply here.
+// In-memory locks, not SQLite's: a bucket file holds records of slots this
+// node is primary of and of slots it is a replica of, and a bucket lock held
+// across a remote wait would let three nodes wait on each other in a ring.
+class KeyStripes {
+public:
+    std::vector<std::unique_lock<std::mutex>> lock(Session& s, const std::vector<KvKey>& keys) {
+        std::set<size_t> wanted;
+        for (const KvKey& k : keys) {
+            if (k.key.type != SQLITE_NULL) wanted.insert(s.hash_of("", k.key) % kStripes);
+        }
+        std::vector<std::unique_lock<std::mutex>> held;
+        for (size_t i : wanted) held.emplace_back(stripes_[i]);  // ascending: no two writers wait on each other
+        return held;
+    }
+
+private:
+    static constexpr size_t kStripes = 1024;
+    std::mutex stripes_[kStripes];
+};
+
+KeyStripes& key_stripes() {
+    static KeyStripes stripes;
+    return stripes;
+}
+
+void commit_or_rollback(Session& s) {
+    try {
+        s.database().exec("COMMIT");
+    } catch (...) {
+        sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+    }
+}
+
+// Runs `write` in a transaction that is rolled back: the result and the
+// states it leads to, without holding any bucket lock afterwards.
+json compute(Session& s, const std::vector<KvKey>& keys, const std::function<json()>& write, std::vector<KvState>& before,
+             std::vector<KvState>& after) {
+    s.database().exec("BEGIN");
+    json result;
+    try {
+        before = read_states(s, keys);
+        result = write();
+        after = read_states(s, keys);
+    } catch (...) {
+        sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+        throw;
+    }
+    s.database().exec("ROLLBACK");
+    return result;
+}
+
 }  // namespace
 
 json replicated_write(NodeContext& node, Session& s, const std::vector<KvKey>& keys, const std::string& trace_id,
                       const std::function<json()>& write) {
     std::shared_lock<WriteGate> gate(node.write_gate);
     cluster::ClusterMap map = *node.cluster.map();
-    s.database().exec("BEGIN");
-    json result;
-    Plan plan;
-    try {
-        result = write();
-        if (map.replication > 1) {
-            std::vector<KvState> states = read_states(s, keys);
-            plan = plan_replication(node, s, map, states);
-            if (map.ack != cluster::AckMode::kAsync) send_all(node, plan, map.epoch, trace_id);
-        }
-    } catch (...) {
-        sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
-        throw;
-    }
     if (map.replication == 1 || map.ack == cluster::AckMode::kAsync) {
+        s.database().exec("BEGIN");
+        json result;
+        std::vector<KvState> states;
         try {
-            s.database().exec("COMMIT");
+            result = write();
+            if (map.replication > 1) states = read_states(s, keys);
         } catch (...) {
             sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
             throw;
         }
-        if (!plan.targets.empty()) replicate_after_commit(node, std::make_shared<Plan>(std::move(plan)), map.epoch, trace_id);
+        commit_or_rollback(s);
+        if (!states.empty()) {
+            auto plan = std::make_shared<Plan>(plan_replication(node, s, map, states));
+            if (!plan->targets.empty()) replicate_after_commit(node, plan, map.epoch, trace_id);
+        }
         return result;
     }
+    check_available(node, s, map, keys);
+    auto stripes = key_stripes().lock(s, keys);
+    std::vector<KvState> before, after;
+    json result = compute(s, keys, write, before, after);
+    Plan plan = plan_replication(node, s, map, after);
+    send_all(node, plan, map.epoch, trace_id);
+
     bool was_fenced = false;
     for (auto& [id, t] : plan.targets) was_fenced = fenced(node, t) || was_fenced;
     std::string missing;
@@ -313,13 +420,17 @@ json replicated_write(NodeContext& node, Session& s, const std::vector<KvKey>& k
         }
     }
     if (was_fenced || !missing.empty()) {
-        sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
-        // Replicas that applied the write now hold what this node rolled
-        // back: they catch up again. Those that refused it cleanly did not.
+        // The records' stripes are still held: the undo cannot overtake a
+        // later write of them.
+        std::vector<std::string> not_undone = undo_on_replicas(node, plan, before, map.epoch, trace_id);
+        // A replica whose copy may now differ from this node's catches up
+        // again; those that refused the write cleanly, or took the undo, not.
         for (auto& [id, t] : plan.targets) {
+            bool undone = t.reply.status == 200 && std::find(not_undone.begin(), not_undone.end(), id) == not_undone.end();
             // 409 stale epoch, 408 deadline passed, 4xx malformed: not applied.
-            if (!(t.reply.status >= 400 && t.reply.status < 500 && t.reply.status != 421)) {
-                report_suspect(node, id, t.reply.status == 200 ? "applied a write its primary rolled back" : failure_of(t), trace_id);
+            bool refused = t.reply.status >= 400 && t.reply.status < 500 && t.reply.status != 421;
+            if (!undone && !refused) {
+                report_suspect(node, id, t.reply.status == 200 ? "applied a write its primary gave up, and the undo failed" : failure_of(t), trace_id);
             }
         }
         if (was_fenced) {
@@ -332,10 +443,20 @@ json replicated_write(NodeContext& node, Session& s, const std::vector<KvKey>& k
                         "the write was not acknowledged by the replicas it needs within " +
                             std::to_string(node.config.replication_timeout_ms) + " ms, so nothing was written: " + missing);
     }
+    // The replicas hold it: now this node writes the same states.
+    s.database().exec("BEGIN");
     try {
-        s.database().exec("COMMIT");
+        apply_states(s, after);
     } catch (...) {
         sqlite3_exec(s.db(), "ROLLBACK", nullptr, nullptr, nullptr);
+        for (auto& [id, t] : plan.targets) {
+            if (t.reply.status == 200) report_suspect(node, id, "applied a write its primary could not write", trace_id);
+        }
+        throw;
+    }
+    try {
+        commit_or_rollback(s);
+    } catch (...) {
         for (auto& [id, t] : plan.targets) {
             if (t.reply.status == 200) report_suspect(node, id, "applied a write whose commit failed on its primary", trace_id);
         }
@@ -361,7 +482,7 @@ void send_suspect_report(NodeContext& node, const std::string& node_id, const st
             return;
         }
         const cluster::NodeEntry* coordinator = map->node(map->coordinator);
-        PeerReply reply = node.peers.post(coordinator->address, "/v1/cluster/suspect",
+        PeerReply reply = node.peers.post(coordinator->peer_address(), "/v1/cluster/suspect",
                                           json({{"node", node_id}, {"reason", reason}}).dump(), "application/json", trace_id);
         if (reply.status != 200) {
             log_line({{"event", "suspect_report_failed"}, {"node", node_id}, {"error", reply.status ? reply.body.substr(0, 200) : reply.error}});

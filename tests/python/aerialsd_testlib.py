@@ -212,8 +212,9 @@ class Node:
         self.epoch = None
 
     def start(self):
-        args = [AERIALSD, "--root", self.root, "--listen", self.address, "--token-file", self.token_file,
-                "--threads", "4"] + self.extra
+        args = [AERIALSD, "--root", self.root, "--listen", self.address, "--token-file", self.token_file] + self.extra
+        if "--threads" not in self.extra:
+            args += ["--threads", "4"]
         # The suites written before replication test one copy per record
         # (sharded tables and map-reduce need it); replication tests say so.
         if "--replication" not in self.extra:
