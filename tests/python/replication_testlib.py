@@ -38,9 +38,7 @@ import threading
 import time
 
 import aerials
-import subprocess
-
-from aerialsd_testlib import AERIALSD, TOKEN, Node, _die_with_parent
+from aerialsd_testlib import TOKEN, Node
 from backends import sql_quote
 
 FAULT_SECONDS = float(os.environ.get("AERIALS_FAULT_SECONDS", "60"))
@@ -73,20 +71,6 @@ def report(text):
 NODE_THREADS = int(os.environ.get("AERIALS_FAULT_NODE_THREADS", "16"))
 
 
-class ReplNode(Node):
-    """A Node started with NODE_THREADS workers."""
-
-    def start(self):
-        args = [AERIALSD, "--root", self.root, "--listen", self.address, "--token-file", self.token_file,
-                "--threads", str(NODE_THREADS)] + self.extra
-        if self.join:
-            args += ["--join", self.join]
-        self.log = open(self.log_path, "ab")
-        self.process = subprocess.Popen(args, stdout=self.log, stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
-        return self
-
-
-
 def interesting_skip(line):
     """A log line of a request answered with success: left out of failure messages."""
     try:
@@ -109,16 +93,17 @@ class ReplCluster:
         self.workdir = tempfile.mkdtemp(prefix="aerials-repl-") if self.keep else self.tmp.name
         self.replication = replication
         self.ack = ack
-        failure_flags = ["--probe-interval-ms", str(probe_interval_ms), "--probe-timeout-ms", str(probe_timeout_ms),
+        node_flags = ["--threads", str(NODE_THREADS),
+                         "--probe-interval-ms", str(probe_interval_ms), "--probe-timeout-ms", str(probe_timeout_ms),
                          "--fail-threshold", str(fail_threshold),
                          "--replication-timeout-ms", str(replication_timeout_ms)]
         create_flags = ["--replication", str(replication)] + (["--ack", ack] if ack else [])
-        self.nodes = [ReplNode(self.workdir, "n0", extra=failure_flags + create_flags)]
+        self.nodes = [Node(self.workdir, "n0", extra=node_flags + create_flags)]
         for i in range(1, size):
             # A joining node takes the replication settings from the map; it is given
             # them too so that no default of its own shows in its command line.
-            self.nodes.append(ReplNode(self.workdir, "n%d" % i, join=self.nodes[0].address,
-                                   extra=failure_flags + create_flags))
+            self.nodes.append(Node(self.workdir, "n%d" % i, join=self.nodes[0].address,
+                                   extra=node_flags + create_flags))
         self.token_file = self.nodes[0].token_file
 
     @property

@@ -250,6 +250,9 @@ class ReplicationFaultTest(unittest.TestCase):
             self.check_unique_keys(ledger, None, views, 2, monitor, cluster,
                                    "%s before catch-up (%s down)" % (name, left_down.name))
             quorum_check = ", on >= 2 disks with %s down before catch-up: all" % left_down.name
+            report("REPORT %s (before catch-up): attempted %d, acknowledged %d, lost 0 (every one on >= 2 disks with "
+                   "%s down); %s" % (name, ledger.attempted(), len(acked), left_down.name,
+                                     recovery_summary(controller.events)))
             restarted = time.monotonic()
             cluster.start_all()
         else:
