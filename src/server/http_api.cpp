@@ -495,6 +495,8 @@ void Api::replica_apply(const httplib::Request& req, httplib::Response& res) {
     const json* sets = cluster::optional_field(request, "sets");
     if (!sets) throw WireError("missing field 'sets'");
     std::vector<KvState> states = states_from_wire(*sets);
+    const json* expect_field = cluster::optional_field(request, "expect");
+    std::vector<KvState> expect = expect_field ? states_from_wire(*expect_field) : std::vector<KvState>{};
     cluster::ClusterMap map = *node_.cluster.map();
     // Fencing: a write from a node that is no longer the primary of its
     // slots in this node's map (it was failed over, perhaps while paused) is
@@ -515,7 +517,8 @@ void Api::replica_apply(const httplib::Request& req, httplib::Response& res) {
         }
         const cluster::NodeEntry* primary = map.primary_of(slot);
         bool in_office = primary && primary->id == sender;
-        if (routed_with < map.epoch && !in_office) {
+        // An undo changes only what its own write left: safe from anyone.
+        if (routed_with < map.epoch && !in_office && !expect_field) {
             throw HttpError(409, "stale_epoch",
                             "node " + sender + " wrote slot " + std::to_string(slot) + " with epoch " +
                                 std::to_string(routed_with) + ", but at epoch " + std::to_string(map.epoch) +
@@ -531,7 +534,11 @@ void Api::replica_apply(const httplib::Request& req, httplib::Response& res) {
                            : 0;
     s->database().exec("BEGIN");
     try {
-        apply_states(*s, states);
+        if (expect_field) {
+            apply_states_if(*s, states, expect);
+        } else {
+            apply_states(*s, states);
+        }
         if (deadline > 0 && now_ms() > deadline) {
             throw HttpError(408, "deadline_passed",
                             "this replica got to the write after its primary's deadline: it did not apply it");

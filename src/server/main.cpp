@@ -16,6 +16,7 @@
 #include <filesystem>
 #include <iostream>
 #include <thread>
+#include <vector>
 
 #include <httplib.h>
 
@@ -45,13 +46,18 @@ int64_t free_bytes(const std::string& root) {
 
 // Joins through `seed`, retrying while it cannot be reached. Returns an empty
 // string on success, else why it failed for good.
-std::string join_cluster(const ServerConfig& config, const std::string& target, ClusterState& cluster, const PeerClient& peers) {
+// Tries each of `targets` in turn, every attempt: a restarted member knows
+// the coordinator's listener for nodes from its map, but the coordinator may
+// have restarted on another one, and --join still names a way in.
+std::string join_cluster(const ServerConfig& config, const std::vector<std::string>& targets, ClusterState& cluster,
+                         const PeerClient& peers) {
     nlohmann::json request{{"id", cluster.node_id()}, {"address", config.advertise}, {"free_bytes", free_bytes(config.root)},
                            {"peer", cluster.peer_address()}};
     std::string last_error;
     for (int attempt = 0; attempt < config.join_retries; ++attempt) {
         if (attempt) std::this_thread::sleep_for(std::chrono::milliseconds(200));
         std::string trace = "join-" + random_hex(8);
+        const std::string& target = targets[static_cast<size_t>(attempt) % targets.size()];
         PeerReply reply = peers.post(target, "/v1/cluster/join", request.dump(), "application/json", trace);
         if (reply.status == 0) {
             last_error = reply.error;
@@ -73,7 +79,9 @@ std::string join_cluster(const ServerConfig& config, const std::string& target, 
         }
         return "node " + target + " refused the join (" + std::to_string(reply.status) + "): " + message;
     }
-    return "could not reach " + target + " to join after " + std::to_string(config.join_retries) +
+    std::string tried;
+    for (const std::string& t : targets) tried += (tried.empty() ? "" : " or ") + t;
+    return "could not reach " + tried + " to join after " + std::to_string(config.join_retries) +
            " attempts: " + last_error;
 }
 
@@ -229,14 +237,16 @@ int main(int argc, char** argv) {
         }
         if (!hello_to.empty() && config.join.empty()) {
             joiner = std::thread([&] {
-                std::string failure = join_cluster(config, hello_to, cluster, peers);
+                std::string failure = join_cluster(config, {hello_to}, cluster, peers);
                 log_line({{"event", failure.empty() ? "rejoined" : "rejoin_failed"}, {"node", cluster.node_id()}, {"error", failure}});
             });
         }
         if (!config.join.empty()) {
             joiner = std::thread([&] {
                 // A member that restarts joins through the coordinator it knows.
-                std::string failure = join_cluster(config, hello_to.empty() ? config.join : hello_to, cluster, peers);
+                std::vector<std::string> targets{config.join};
+                if (!hello_to.empty() && hello_to != config.join) targets.insert(targets.begin(), hello_to);
+                std::string failure = join_cluster(config, targets, cluster, peers);
                 if (failure.empty()) {
                     log_line({{"event", "joined"}, {"epoch", cluster.epoch()}, {"node", cluster.node_id()}});
                     return;

@@ -184,11 +184,25 @@ void apply_states(Session& s, const std::vector<KvState>& states) {
     }
 }
 
+size_t apply_states_if(Session& s, const std::vector<KvState>& states, const std::vector<KvState>& expect) {
+    if (states.size() != expect.size()) throw WireError("field 'expect' must hold one state per entry of 'sets'");
+    size_t written = 0;
+    for (size_t i = 0; i < states.size(); ++i) {
+        std::vector<KvState> now = read_states(s, {KvKey{expect[i].key, expect[i].subkey}});
+        if (now.size() != 1 || now[0].present != expect[i].present) continue;
+        if (now[0].present && !same_value(now[0].value, expect[i].value)) continue;
+        apply_states(s, {states[i]});
+        ++written;
+    }
+    return written;
+}
+
 namespace {
 
 struct Target {
     const cluster::NodeEntry* node = nullptr;
     std::vector<KvState> states;
+    std::vector<KvState> expect;  // an undo: apply `states` only where the record is still this
     std::vector<size_t> indexes;  // of `states` in the write's list
     PeerReply reply;
 };
@@ -229,7 +243,9 @@ void send_all(NodeContext& node, Plan& plan, int64_t epoch, const std::string& t
     std::vector<std::future<void>> running;
     for (auto& [id, target] : plan.targets) {
         Target* t = &target;
-        std::string body = cluster::encode_msgpack({{"sets", states_to_wire(t->states)}});
+        json request = {{"sets", states_to_wire(t->states)}};
+        if (!t->expect.empty()) request["expect"] = states_to_wire(t->expect);
+        std::string body = cluster::encode_msgpack(request);
         running.push_back(std::async(std::launch::async, [&node, t, body = std::move(body), epoch, &trace_id, &deadline] {
             t->reply = node.replica_peers.post(t->node->peer_address(), "/v1/replica/apply", body, kMsgpack, trace_id,
                                                std::to_string(epoch), false,
@@ -304,6 +320,7 @@ std::vector<std::string> undo_on_replicas(NodeContext& node, Plan& plan, const s
         Target& u = undo.targets[id];
         u.node = t.node;
         for (size_t i : t.indexes) u.states.push_back(before[i]);
+        u.expect = t.states;
     }
     send_all(node, undo, epoch, trace_id);
     std::vector<std::string> failed;

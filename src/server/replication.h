@@ -51,6 +51,9 @@ nlohmann::json states_to_wire(const std::vector<KvState>& states);
 std::vector<KvState> states_from_wire(const nlohmann::json& sets);
 // Writes `states` in the session's open transaction.
 void apply_states(Session& s, const std::vector<KvState>& states);
+// An undo: writes states[i] only where the record is still expect[i] (a later
+// write of it stays). Returns how many were written.
+size_t apply_states_if(Session& s, const std::vector<KvState>& states, const std::vector<KvState>& expect);
 
 // Runs `write` (which issues its statements on `s`) in one transaction and
 // replicates the final state of `keys` before committing; returns what
