@@ -38,6 +38,7 @@
 #include <nlohmann/json.hpp>
 
 #include "bench_common.h"
+#include "bench_http.h"
 #include "cluster/slots.h"
 #include "cluster/wire_values.h"
 #include "store/key_hash.h"
@@ -49,7 +50,9 @@ namespace {
 using bench::line;
 using nlohmann::json;
 
-const char* kToken = "bench-token-0123456789abcdef";
+using bench::free_port;
+using bench::Http;
+using bench::kToken;
 
 struct Options : bench::CommonOptions {
     int threads = 8;
@@ -65,82 +68,6 @@ void print_usage() {
          "  c: writes through the extension (SQL)       d: reads through it\n"
          "  on 3-node clusters with --replication 1 (baseline), 2 (ack all) and 3 (ack quorum)");
 }
-
-int free_port() {
-    int fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
-    sockaddr_in addr{};
-    addr.sin_family = AF_INET;
-    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    socklen_t len = sizeof addr;
-    if (bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) != 0 ||
-        getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len) != 0) {
-        std::string error = std::strerror(errno);
-        close(fd);
-        throw std::runtime_error("cannot pick a free port: " + error);
-    }
-    close(fd);
-    return ntohs(addr.sin_port);
-}
-
-// One kept-alive connection to any node.
-class Http {
-public:
-    Http() : curl_(curl_easy_init()) {
-        if (!curl_) throw std::runtime_error("curl_easy_init failed");
-        headers_ = curl_slist_append(headers_, (std::string("Authorization: Bearer ") + kToken).c_str());
-        headers_ = curl_slist_append(headers_, "Content-Type: application/msgpack");
-        headers_ = curl_slist_append(headers_, "Expect:");  // no 100-continue wait (DESIGN.md pitfalls)
-        curl_easy_setopt(curl_, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(curl_, CURLOPT_TIMEOUT_MS, 10000L);
-        curl_easy_setopt(curl_, CURLOPT_WRITEFUNCTION, &Http::collect);
-        curl_easy_setopt(curl_, CURLOPT_WRITEDATA, &body_);
-    }
-    ~Http() {
-        curl_slist_free_all(headers_);
-        if (epoch_headers_) curl_slist_free_all(epoch_headers_);
-        curl_easy_cleanup(curl_);
-    }
-    Http(const Http&) = delete;
-    Http& operator=(const Http&) = delete;
-
-    // Returns the status; the answer is in body(). Throws on a transport error.
-    long request(const std::string& url, const std::string* post, int64_t epoch) {
-        body_.clear();
-        curl_easy_setopt(curl_, CURLOPT_URL, url.c_str());
-        if (epoch != epoch_) {
-            if (epoch_headers_) curl_slist_free_all(epoch_headers_);
-            epoch_headers_ = nullptr;
-            for (curl_slist* h = headers_; h; h = h->next) epoch_headers_ = curl_slist_append(epoch_headers_, h->data);
-            epoch_headers_ = curl_slist_append(epoch_headers_, ("X-Aerials-Epoch: " + std::to_string(epoch)).c_str());
-            epoch_ = epoch;
-        }
-        curl_easy_setopt(curl_, CURLOPT_HTTPHEADER, epoch_headers_ ? epoch_headers_ : headers_);
-        if (post) {
-            curl_easy_setopt(curl_, CURLOPT_POSTFIELDS, post->data());
-            curl_easy_setopt(curl_, CURLOPT_POSTFIELDSIZE, static_cast<long>(post->size()));
-        } else {
-            curl_easy_setopt(curl_, CURLOPT_HTTPGET, 1L);
-        }
-        CURLcode rc = curl_easy_perform(curl_);
-        if (rc != CURLE_OK) throw std::runtime_error(url + ": " + curl_easy_strerror(rc));
-        long status = 0;
-        curl_easy_getinfo(curl_, CURLINFO_RESPONSE_CODE, &status);
-        return status;
-    }
-    const std::string& body() const { return body_; }
-
-private:
-    static size_t collect(char* data, size_t size, size_t n, void* out) {
-        static_cast<std::string*>(out)->append(data, size * n);
-        return size * n;
-    }
-    CURL* curl_;
-    curl_slist* headers_ = nullptr;
-    curl_slist* epoch_headers_ = nullptr;
-    int64_t epoch_ = -1;
-    std::string body_;
-};
 
 // What each cluster of the run is started with.
 struct Setting {
