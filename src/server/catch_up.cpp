@@ -60,6 +60,16 @@ std::vector<char> slot_mask(uint32_t slots, const std::vector<std::pair<uint32_t
     return mask;
 }
 
+CatchUp::JournalScope::JournalScope(CatchUp& owner) : owner_(owner) {
+    std::lock_guard<std::mutex> lock(owner_.journal_mutex_);
+    if (owner_.journaling_++ == 0) owner_.journal_.clear();
+}
+
+CatchUp::JournalScope::~JournalScope() {
+    std::lock_guard<std::mutex> lock(owner_.journal_mutex_);
+    if (--owner_.journaling_ == 0) owner_.journal_.clear();
+}
+
 void CatchUp::start() { thread_ = std::thread([this] { loop(); }); }
 
 void CatchUp::stop() {
@@ -98,17 +108,7 @@ bool CatchUp::run(const cluster::ClusterMap& map) {
     std::string trace = "catch-up-" + self.substr(0, 6) + "-" + std::to_string(since);
     // Journaling covers the whole catch-up: a write that reached this node
     // after one primary's image must survive until the activation.
-    struct Journal {
-        CatchUp& owner;
-        explicit Journal(CatchUp& o) : owner(o) {
-            std::lock_guard<std::mutex> lock(owner.journal_mutex_);
-            if (owner.journaling_++ == 0) owner.journal_.clear();
-        }
-        ~Journal() {
-            std::lock_guard<std::mutex> lock(owner.journal_mutex_);
-            if (--owner.journaling_ == 0) owner.journal_.clear();
-        }
-    } journal(*this);
+    JournalScope journal(*this);
     int64_t copied = 0;
     for (const auto& [primary_id, ranges] : ranges_by_primary(map, self)) {
         const cluster::NodeEntry* primary = map.node(primary_id);
@@ -138,17 +138,7 @@ bool CatchUp::run(const cluster::ClusterMap& map) {
 CatchUp::CopyCounts CatchUp::copy_slots(const std::string& address,
                                         const std::vector<std::pair<uint32_t, uint32_t>>& ranges,
                                         const cluster::ClusterMap& map, const std::string& trace_id) {
-    {
-        std::lock_guard<std::mutex> lock(journal_mutex_);
-        if (journaling_++ == 0) journal_.clear();
-    }
-    struct Stop {
-        CatchUp& owner;
-        ~Stop() {
-            std::lock_guard<std::mutex> lock(owner.journal_mutex_);
-            if (--owner.journaling_ == 0) owner.journal_.clear();
-        }
-    } stop{*this};
+    JournalScope journal(*this);
     std::vector<KvState> image;
     for (KvRow& row : fetch_image(node_.peers, address, ranges, map.epoch, trace_id)) {
         image.push_back({std::move(row[0]), std::move(row[1]), std::move(row[2]), true});

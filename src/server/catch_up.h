@@ -54,6 +54,19 @@ public:
                           const cluster::ClusterMap& map, const std::string& trace_id);
 
 private:
+    // While one lives, replicated writes are journaled (copies nest: a
+    // catch-up of several primaries, a scrub repair during it).
+    class JournalScope {
+    public:
+        explicit JournalScope(CatchUp& owner);
+        ~JournalScope();
+        JournalScope(const JournalScope&) = delete;
+        JournalScope& operator=(const JournalScope&) = delete;
+
+    private:
+        CatchUp& owner_;
+    };
+
     void loop();
     // One attempt; returns true once the coordinator made this node writable.
     bool run(const cluster::ClusterMap& map);
