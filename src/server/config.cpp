@@ -77,6 +77,10 @@ std::optional<int> parse_config(int argc, char** argv, ServerConfig& c) {
     app.add_option("--scrub-pages-per-s", c.scrub_pages_per_s, "Pages per second the scrub's checks may read (the "
                    "scrub sleeps between buckets to stay under it)")
         ->capture_default_str()->envname("AERIALSD_SCRUB_PAGES_PER_S")->check(CLI::Range(1, 100000000));
+    app.add_option("--txn-timeout-ms", c.txn_timeout_ms, "A transaction across nodes whose client has not finished "
+                   "it this long after its first intent is finished by the node: aborted, unless its home recorded "
+                   "the commit; 0 turns recovery off")
+        ->capture_default_str()->envname("AERIALSD_TXN_TIMEOUT_MS")->check(CLI::Range(0, 86400000));
     try {
         app.parse(argc, argv);
     } catch (const CLI::ParseError& e) {

@@ -41,6 +41,10 @@ struct ServerConfig {
     // and how many pages per second the checks may read.
     int scrub_interval_ms = 60000;
     int scrub_pages_per_s = 20000;
+
+    // Transactions across nodes (src/server/cluster_txn.h): intents older
+    // than this whose client never resolved them are resolved by the node.
+    int txn_timeout_ms = 10000;
 };
 
 // Parses argv. Returns the exit code to leave with when the process should

@@ -11,6 +11,7 @@
 #include "cluster/wire_values.h"
 #include "server/auth.h"
 #include "server/catch_up.h"
+#include "server/cluster_txn.h"
 #include "server/errors.h"
 #include "server/failover.h"
 #include "server/replication.h"
@@ -42,7 +43,7 @@ std::string endpoint_of(const std::string& path) {
                                         "/v1/kv/batch",  "/v1/scan",      "/v1/map",         "/v1/rows/insert",
                                         "/v1/rows/batch", "/v1/collections", "/v1/buckets",
                                         "/v1/replica/apply", "/v1/replica/image", "/v1/cluster/suspect",
-                                        "/v1/cluster/activate"};
+                                        "/v1/cluster/activate", "/v1/txn/prepare", "/v1/txn/resolve", "/v1/txn/decide"};
     for (const char* k : known) {
         if (path == k) return k;
     }
@@ -125,6 +126,9 @@ private:
     void replica_image(const httplib::Request&, httplib::Response&);
     void cluster_suspect(const httplib::Request&, httplib::Response&);
     void cluster_activate(const httplib::Request&, httplib::Response&);
+    void txn_prepare(const httplib::Request&, httplib::Response&);
+    void txn_resolve(const httplib::Request&, httplib::Response&);
+    void txn_decide(const httplib::Request&, httplib::Response&);
 
     httplib::Server& server_;
     NodeContext& node_;
@@ -286,7 +290,10 @@ void Api::kv_point(const httplib::Request& req, httplib::Response& res, const ch
         send_msgpack(res, kv_op(*s, op, request, k, ""));
         return;
     }
-    send_msgpack(res, replicated_write(node_, *s, {k}, t_trace, [&] { return kv_op(*s, op, request, k, ""); }));
+    send_msgpack(res, replicated_write(node_, *s, {k}, t_trace, [&] {
+        refuse_locked(*s, {k});
+        return kv_op(*s, op, request, k, "");
+    }));
 }
 
 void Api::kv_batch(const httplib::Request& req, httplib::Response& res) {
@@ -310,6 +317,7 @@ void Api::kv_batch(const httplib::Request& req, httplib::Response& res) {
         if (!kind || *kind != "get") written.push_back(keys[i]);
     }
     json results = replicated_write(node_, *s, written, t_trace, [&] {
+        refuse_locked(*s, written);
         json out = json::array();
         for (size_t i = 0; i < ops->size(); ++i) {
             const json& op = (*ops)[i];
@@ -330,7 +338,8 @@ void Api::scan(const httplib::Request& req, httplib::Response& res) {
     if (stream && !stream->is_null() && !stream->is_boolean()) throw WireError("field 'stream' must be a boolean");
     std::string collection = collection_field(request);
     auto s = node_.store.session();
-    std::string only_primary;
+    // The key-value table's reserved records (transactions across nodes) are never shown.
+    std::string only_primary = collection.empty() ? kNotReservedSql : "";
     std::optional<cluster::ClusterMap> map = node_.cluster.map();
     if (collection.empty() && map->replication > 1) {
         // The node also holds copies of slots it is a secondary of: a scan
@@ -339,7 +348,7 @@ void Api::scan(const httplib::Request& req, httplib::Response& res) {
         std::vector<std::string> primaries = map->primaries_by_slot();
         for (uint32_t slot = 0; slot < map->slots; ++slot) mask[slot] = primaries[slot] == node_.cluster.node_id();
         s->set_slot_filter(std::move(mask));
-        only_primary = "aerials_in_slots(key)";
+        only_primary += " AND aerials_in_slots(key)";
     }
     BoundSql scan = scan_sql(*s, collection, request, only_primary);
     if (!stream || !stream->is_boolean() || !stream->get<bool>()) {
@@ -483,7 +492,70 @@ void Api::rows_batch(const httplib::Request& req, httplib::Response& res) {
         return;
     }
     std::vector<KvKey> keys = keys_of_row_ops(*s, *ops);
-    send_msgpack(res, {{"results", replicated_write(node_, *s, keys, t_trace, [&] { return run_row_ops(*s, planned); })}});
+    // A transaction on one node: the records it read must be as it read them.
+    const json* expect_field = cluster::optional_field(request, "expect");
+    std::vector<KvState> expect = expect_field ? states_from_wire(*expect_field) : std::vector<KvState>{};
+    for (size_t i = 0; i < expect.size(); ++i) {
+        require_owned(map, s->hash_of("", expect[i].key), "expect[" + std::to_string(i) + "]");
+    }
+    send_msgpack(res, {{"results", replicated_write(node_, *s, keys, t_trace, [&] {
+                           refuse_locked(*s, keys);
+                           check_expected(*s, expect);
+                           return run_row_ops(*s, planned);
+                       })}});
+}
+
+// --- transactions across nodes (cluster_txn.h) ----------------------------------
+
+void Api::txn_prepare(const httplib::Request& req, httplib::Response& res) {
+    check_epoch(req, res);
+    json request = decode_msgpack(req);
+    std::string txn = txn_id_field(request);
+    const json* ops = cluster::optional_field(request, "ops");
+    if (!ops || !ops->is_array()) throw WireError("field 'ops' must be an array of operations");
+    cluster::ClusterMap map = *node_.cluster.map();
+    auto s = node_.store.session();
+    std::vector<PlannedOp> planned =
+        plan_row_batch(*s, "", *ops, [&](store::Hash hash, const std::string& what) { require_owned(map, hash, what); });
+    std::vector<KvKey> keys = keys_of_row_ops(*s, *ops);
+    const json* expect_field = cluster::optional_field(request, "expect");
+    std::vector<KvState> expect = expect_field ? states_from_wire(*expect_field) : std::vector<KvState>{};
+    for (size_t i = 0; i < expect.size(); ++i) {
+        require_owned(map, s->hash_of("", expect[i].key), "expect[" + std::to_string(i) + "]");
+    }
+    send_msgpack(res, server::txn_prepare(node_, *s, txn, planned, keys, expect, t_trace));
+}
+
+void Api::txn_resolve(const httplib::Request& req, httplib::Response& res) {
+    check_epoch(req, res);
+    json request = decode_msgpack(req);
+    std::string txn = txn_id_field(request);
+    std::string decision = cluster::string_field(request, "decision");
+    if (decision != "commit" && decision != "abort") throw WireError("field 'decision' must be \"commit\" or \"abort\"");
+    const json* keys_field = cluster::optional_field(request, "keys");
+    if (!keys_field || !keys_field->is_array()) throw WireError("field 'keys' must be an array of keys");
+    cluster::ClusterMap map = *node_.cluster.map();
+    auto s = node_.store.session();
+    std::vector<store::OwnedValue> keys;
+    for (size_t i = 0; i < keys_field->size(); ++i) {
+        std::string at = "keys[" + std::to_string(i) + "]";
+        keys.push_back(cluster::value_from_wire((*keys_field)[i], at));
+        if (keys.back().type == SQLITE_NULL) throw WireError(at + ": a key cannot be NULL");
+        require_owned(map, s->hash_of("", keys.back()), at);
+    }
+    size_t resolved = server::txn_resolve(node_, *s, txn, decision == "commit", keys, t_trace);
+    send_msgpack(res, {{"resolved", resolved}});
+}
+
+void Api::txn_decide(const httplib::Request& req, httplib::Response& res) {
+    check_epoch(req, res);
+    json request = decode_msgpack(req);
+    std::string txn = txn_id_field(request);
+    std::string proposal = cluster::string_field(request, "decision");
+    cluster::ClusterMap map = *node_.cluster.map();
+    auto s = node_.store.session();
+    require_owned(map, s->hash_of("", txn_record_key(txn)), "the record of transaction " + txn);
+    send_msgpack(res, {{"decision", server::txn_decide(node_, *s, txn, proposal, t_trace)}});
 }
 
 // --- replication ---------------------------------------------------------------
@@ -529,6 +601,9 @@ void Api::replica_apply(const httplib::Request& req, httplib::Response& res) {
     }
     // Before writing: a catch-up image written meanwhile leaves these alone.
     if (node_.catch_up) node_.catch_up->note_applied(states);
+    for (const KvState& st : states) {
+        if (node_.txn_sweeper && is_reserved(st.subkey)) node_.txn_sweeper->note_intents();
+    }
     int64_t deadline = req.has_header("X-Aerials-Deadline-Ms")
                            ? std::strtoll(req.get_header_value("X-Aerials-Deadline-Ms").c_str(), nullptr, 10)
                            : 0;
@@ -755,6 +830,9 @@ void Api::install() {
     post("/v1/replica/image", [this](const httplib::Request& req, httplib::Response& res) { replica_image(req, res); });
     post("/v1/cluster/suspect", [this](const httplib::Request& req, httplib::Response& res) { cluster_suspect(req, res); });
     post("/v1/cluster/activate", [this](const httplib::Request& req, httplib::Response& res) { cluster_activate(req, res); });
+    post("/v1/txn/prepare", [this](const httplib::Request& req, httplib::Response& res) { txn_prepare(req, res); });
+    post("/v1/txn/resolve", [this](const httplib::Request& req, httplib::Response& res) { txn_resolve(req, res); });
+    post("/v1/txn/decide", [this](const httplib::Request& req, httplib::Response& res) { txn_decide(req, res); });
     get("/v1/buckets", [this](const httplib::Request&, httplib::Response& res) { std::optional<cluster::ClusterMap> map = node_.cluster.map();
         send_json(res, node_.store.bucket_listing(map ? map->slots : node_.config.slots)); });
     get("/v1/collections", [this](const httplib::Request&, httplib::Response& res) {

@@ -20,6 +20,7 @@ namespace aerials::server {
 
 class Failover;
 class CatchUp;
+class TxnSweeper;
 
 struct NodeContext {
     const ServerConfig& config;
@@ -35,6 +36,7 @@ struct NodeContext {
     WriteGate write_gate;
     Failover* failover = nullptr;  // set once started
     CatchUp* catch_up = nullptr;
+    TxnSweeper* txn_sweeper = nullptr;
 };
 
 // Returns what the handlers refer to: keep it until the server has stopped.

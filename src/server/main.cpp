@@ -25,6 +25,7 @@
 #include "server/cluster_state.h"
 #include "server/config.h"
 #include "server/catch_up.h"
+#include "server/cluster_txn.h"
 #include "server/failover.h"
 #include "server/peer_listener.h"
 #include "server/http_api.h"
@@ -152,6 +153,8 @@ int main(int argc, char** argv) {
         CatchUp catch_up(node);
         node.failover = &failover;
         node.catch_up = &catch_up;
+        TxnSweeper txn_sweeper(node);
+        node.txn_sweeper = &txn_sweeper;
 
         auto configure = [&config, &node](httplib::Server& s) {
             s.new_task_queue = [&config] {
@@ -213,6 +216,7 @@ int main(int argc, char** argv) {
         failover.start();
         catch_up.start();
         scrubber.start();
+        txn_sweeper.start();
         log_line({{"event", "listening"}, {"listen", config.listen}, {"node", cluster.node_id()}, {"root", config.root},
                   {"epoch", cluster.epoch()}, {"pid", getpid()}});
 
@@ -263,6 +267,7 @@ int main(int argc, char** argv) {
         // Wake the signal thread if the server stopped for another reason.
         pthread_kill(signal_thread.native_handle(), SIGTERM);
         signal_thread.join();
+        txn_sweeper.stop();
         scrubber.stop();
         catch_up.stop();
         failover.stop();

@@ -10,6 +10,7 @@
 
 #include "cluster/slots.h"
 #include "cluster/wire_values.h"
+#include "server/cluster_txn.h"
 #include "server/errors.h"
 #include "server/failover.h"
 #include "server/http_api.h"
@@ -46,7 +47,9 @@ KvKey key_of_pk(const json& op, const std::string& at) {
     std::string_view blob(reinterpret_cast<const char*>(pk->get_binary().data()), pk->get_binary().size());
     try {
         store::RecordId id = store::decode_record_id(blob);
-        return {store::decode_key_value(id.key), store::decode_key_value(id.subkey)};
+        KvKey k{store::decode_key_value(id.key), store::decode_key_value(id.subkey)};
+        refuse_reserved(k, at);
+        return k;
     } catch (const std::invalid_argument& e) {
         throw WireError(at + ": field 'pk' is not a _pk of the key-value table: " + e.what());
     }
@@ -64,6 +67,7 @@ KvKey key_of_row(const json& columns, const json& row, const KvKey* fallback, co
         k.subkey = cluster::value_from_wire(row[static_cast<size_t>(subkey)], at + ".subkey");
         if (k.subkey.type == SQLITE_NULL) k.subkey = empty_subkey();
     }
+    refuse_reserved(k, at);
     return k;
 }
 
@@ -86,6 +90,7 @@ KvKey kv_key_of(const json& request, const std::string& where) {
         k.subkey = cluster::value_from_wire(*subkey, where + "subkey");
         if (k.subkey.type == SQLITE_NULL) k.subkey = empty_subkey();
     }
+    refuse_reserved(k, where.empty() ? "key" : where.substr(0, where.size() - 1));
     return k;
 }
 
@@ -395,6 +400,9 @@ json replicated_write(NodeContext& node, Session& s, const std::vector<KvKey>& k
                       const std::function<json()>& write) {
     std::shared_lock<WriteGate> gate(node.write_gate);
     cluster::ClusterMap map = *node.cluster.map();
+    // Also without replication: a transaction's lock check and its intents
+    // (cluster_txn.h) must not interleave with another write of the records.
+    auto stripes = key_stripes().lock(s, keys);
     if (map.replication == 1 || map.ack == cluster::AckMode::kAsync) {
         s.database().exec("BEGIN");
         json result;
@@ -414,7 +422,6 @@ json replicated_write(NodeContext& node, Session& s, const std::vector<KvKey>& k
         return result;
     }
     check_available(node, s, map, keys);
-    auto stripes = key_stripes().lock(s, keys);
     std::vector<KvState> before, after;
     json result = compute(s, keys, write, before, after);
     Plan plan = plan_replication(node, s, map, after);

@@ -11,6 +11,9 @@
 
 namespace aerials::vtab {
 
+// The key-value table's columns: key, subkey, value (then the hidden _pk).
+constexpr int kValueColumn = 2;
+
 namespace {
 
 using nlohmann::json;
@@ -44,8 +47,12 @@ struct ClusterScan::NodeStream {
 };
 
 ClusterScan::ClusterScan(cluster::ClusterClient& client, const store::Collection& collection, const QueryPlan& plan,
-                         sqlite3_value** args, std::function<bool()> interrupted)
-    : client_(client), collection_(collection), plan_(plan), interrupted_(std::move(interrupted)) {
+                         sqlite3_value** args, std::function<bool()> interrupted, ReadObserver observe)
+    : client_(client),
+      collection_(collection),
+      plan_(plan),
+      interrupted_(std::move(interrupted)),
+      observe_(collection.key_value ? std::move(observe) : ReadObserver{}) {
     int64_t offset = 0;
     if (plan.limit_arg >= 0) {
         int64_t limit = sqlite3_value_int64(args[plan.limit_arg]);
@@ -80,10 +87,16 @@ ClusterScan::ClusterScan(cluster::ClusterClient& client, const store::Collection
         }
     }
     advance();
+    observe_current();
     while (!eof_ && skip_ > 0) {
         --skip_;
         next();
     }
+}
+
+void ClusterScan::observe_current() {
+    if (!observe_ || eof_) return;
+    observe_(column(static_cast<int>(slot_of_column_.size()) - 1), column(kValueColumn));  // the last is _pk
 }
 
 ClusterScan::~ClusterScan() {
@@ -114,6 +127,8 @@ void ClusterScan::start(sqlite3_value** args) {
     // Always: UPDATE and DELETE read the row's _pk without SQLite counting
     // it in colUsed.
     want(pk);
+    // A transaction keeps the values of the rows it read (cluster_writes.h).
+    if (observe_) want(kValueColumn);
     order_slots_.clear();
     json order = json::array();
     for (const OrderTerm& o : plan_.order) {
@@ -292,6 +307,7 @@ void ClusterScan::advance() {
 void ClusterScan::next() {
     streams_[current_]->rows.pop_front();
     advance();
+    observe_current();
 }
 
 const store::OwnedValue& ClusterScan::column(int column) const {

@@ -23,11 +23,14 @@ namespace aerials::vtab {
 class ClusterScan {
 public:
     using Row = std::vector<store::OwnedValue>;
+    // Told each key-value row that reaches the caller: its _pk and value.
+    using ReadObserver = std::function<void(const store::OwnedValue& pk, const store::OwnedValue& value)>;
 
     // `args` are xFilter's arguments (the plan's argv); `interrupted` is asked
     // while waiting for nodes. The first row (or the end) is ready on return.
+    // With `observe` on the key-value table, the value column is read too.
     ClusterScan(cluster::ClusterClient& client, const store::Collection& collection, const QueryPlan& plan,
-                sqlite3_value** args, std::function<bool()> interrupted);
+                sqlite3_value** args, std::function<bool()> interrupted, ReadObserver observe = {});
     ~ClusterScan();
 
     bool eof() const { return eof_; }
@@ -44,11 +47,13 @@ private:
     void wait();
     bool fill(NodeStream& s);  // false: the stream ended
     void advance();
+    void observe_current();
 
     cluster::ClusterClient& client_;
     const store::Collection& collection_;
     const QueryPlan& plan_;
     std::function<bool()> interrupted_;
+    ReadObserver observe_;
     std::vector<std::unique_ptr<NodeStream>> streams_;
     std::vector<int> slot_of_column_;  // table column -> index in the rows, or -1
     std::vector<int> order_slots_;     // ORDER BY terms -> index in the rows

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <map>
+#include <set>
 
 #include "cluster/wire_values.h"
 #include "sqlite/database.h"
@@ -66,10 +67,12 @@ int ClusterWrites::add(cluster::ClusterClient& client, const store::Collection& 
     if (c.key_value && sqlite3_value_type(values[1]) == SQLITE_NULL) values[1] = empty_text;
     store::Hash new_hash = store::hash_key_as(shard, c.shard_affinity());
     int on_conflict = sqlite3_vtab_on_conflict(db);
+    bool or_fail = on_conflict == SQLITE_FAIL;
     json columns = names;
     json row = row_of(values.data(), values.size());
     if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
         ops_.push_back({new_hash, {{"op", "insert"}, {"mode", insert_mode(on_conflict)}, {"columns", columns}, {"row", row}}});
+        ops_.back().or_fail = or_fail;
         return SQLITE_OK;
     }
     store::RecordId old_id = store::decode_record_id(blob_of(argv[0]));
@@ -79,11 +82,13 @@ int ClusterWrites::add(cluster::ClusterClient& client, const store::Collection& 
         ops_.push_back({old_hash,
                         {{"op", "update"}, {"pk", pk_wire(argv[0])}, {"mode", update_mode(on_conflict)}, {"columns", columns},
                          {"row", row}}});
+        ops_.back().or_fail = or_fail;
         return SQLITE_OK;
     }
     // The new shard key lives on another node: insert there, then (once the
     // insert is known to have written the row) delete here.
     ops_.push_back({new_hash, {{"op", "insert"}, {"mode", insert_mode(on_conflict)}, {"columns", columns}, {"row", row}}});
+    ops_.back().or_fail = or_fail;
     ops_.push_back({old_hash, {{"op", "delete"}, {"pk", pk_wire(argv[0])}}, static_cast<int64_t>(ops_.size() - 1)});
     return SQLITE_OK;
 }
@@ -94,7 +99,8 @@ constexpr size_t kMaxBatchBytes = 4u << 20;
 
 std::string ClusterWrites::send(cluster::ClusterClient& client, const store::Collection& c, std::vector<Op>& all,
                                 std::vector<size_t> pending, std::vector<int64_t>& changes,
-                                std::vector<std::string>& committed, int& failure_code) {
+                                std::vector<std::string>& committed, int& failure_code,
+                                const std::vector<json>* expects, bool* restart) {
     std::string failure;
     auto fail = [&](const std::string& what) { failure += std::string(failure.empty() ? "" : "; ") + what; };
     for (int attempt = 0; !pending.empty() && failure.empty(); ++attempt) {
@@ -103,7 +109,8 @@ std::string ClusterWrites::send(cluster::ClusterClient& client, const store::Col
         std::map<std::string, size_t> part_bytes;
         for (size_t i : pending) {
             const std::string& node = client.owner_of(all[i].hash).id;
-            size_t bytes = cluster::encode_msgpack(all[i].body).size();
+            size_t bytes = cluster::encode_msgpack(all[i].body).size() +
+                           (expects && !(*expects)[i].is_null() ? cluster::encode_msgpack((*expects)[i]).size() : 0);
             auto& list = parts[node];
             if (list.empty() || (part_bytes[node] + bytes > kMaxBatchBytes && !list.back().empty())) {
                 list.emplace_back();
@@ -122,7 +129,13 @@ std::string ClusterWrites::send(cluster::ClusterClient& client, const store::Col
             for (auto& [node_id, list] : parts) {
                 if (round >= list.size() || rerouted_from.count(node_id)) continue;
                 json batch = {{"collection", c.key_value ? std::string("") : c.name}, {"ops", json::array()}};
-                for (size_t i : list[round]) batch["ops"].push_back(all[i].body);
+                for (size_t i : list[round]) {
+                    batch["ops"].push_back(all[i].body);
+                    if (expects && !(*expects)[i].is_null()) {
+                        if (!batch.contains("expect")) batch["expect"] = json::array();
+                        batch["expect"].push_back((*expects)[i]);
+                    }
+                }
                 exchanges.push_back(client.post(*client.map().node(node_id), "/v1/rows/batch", batch));
                 sent.emplace_back(node_id, &list[round]);
                 running.push_back(exchanges.back().get());
@@ -143,7 +156,13 @@ std::string ClusterWrites::send(cluster::ClusterClient& client, const store::Col
                     }
                 } catch (const cluster::StaleRoute& e) {
                     // Nothing of this part ran: it and the node's later parts
-                    // are routed again under the new map.
+                    // are routed again under the new map (or, when the
+                    // caller asked, all of it is decided again: under the new
+                    // map it may span nodes and need a transaction across them).
+                    if (restart && committed.empty() && attempt < client.settings().retries) {
+                        *restart = true;
+                        return "";
+                    }
                     if (attempt >= client.settings().retries) {
                         fail(e.what());
                     } else {
@@ -172,27 +191,117 @@ std::string ClusterWrites::send(cluster::ClusterClient& client, const store::Col
     return failure;
 }
 
+void ClusterWrites::record_read(const store::OwnedValue& pk, const store::OwnedValue& value) {
+    if (!recording_ || pk.type != SQLITE_BLOB) return;
+    if (reads_.size() >= kMaxReads && !reads_.count(pk.bytes)) {
+        reads_overflowed_ = true;
+        return;
+    }
+    reads_[pk.bytes] = value;
+}
+
+bool ClusterWrites::touches(store::Hash hash) const {
+    for (const Op& op : ops_) {
+        if (op.hash == hash) return true;
+    }
+    return false;
+}
+
+// What each op's node must find its record as: the row it updates or
+// deletes, as this transaction read it.
+std::vector<json> ClusterWrites::expectations(const std::vector<Op>& all) const {
+    std::vector<json> expects(all.size());
+    std::set<std::string> seen;
+    for (size_t i = 0; i < all.size(); ++i) {
+        const json* pk = cluster::optional_field(all[i].body, "pk");
+        if (!pk || !pk->is_binary()) continue;
+        std::string bytes(pk->get_binary().begin(), pk->get_binary().end());
+        auto read = reads_.find(bytes);
+        if (read == reads_.end()) {
+            if (reads_overflowed_) {
+                throw sqlite::Error(SQLITE_ERROR, "this transaction read more than " + std::to_string(kMaxReads) +
+                                                      " rows of a cluster table before writing them: split it, so that "
+                                                      "each commit can check what it read");
+            }
+            continue;
+        }
+        if (!seen.insert(bytes).second) continue;
+        store::RecordId id = store::decode_record_id(bytes);
+        expects[i] = json::array({cluster::value_to_wire(store::decode_key_value(id.key)),
+                                  cluster::value_to_wire(store::decode_key_value(id.subkey)),
+                                  cluster::value_to_wire(read->second), true});
+    }
+    return expects;
+}
+
 void ClusterWrites::flush(cluster::ClusterClient& client, const store::Collection& c, const std::string& table_name) {
     std::vector<Op> all = std::move(ops_);
+    std::vector<json> expects;
+    if (c.key_value && !all.empty()) expects = expectations(all);
     clear();
+    reads_.clear();
+    reads_overflowed_ = false;
     if (all.empty()) return;
     std::vector<int64_t> changes(all.size(), 0);
     std::vector<std::string> committed;
     int failure_code = SQLITE_ERROR;
     std::vector<size_t> first, moves;
     for (size_t i = 0; i < all.size(); ++i) (all[i].after_insert < 0 ? first : moves).push_back(i);
-    std::string failure = send(client, c, all, first, changes, committed, failure_code);
+    std::string failure;
+    int restarts = 0;
+    for (bool restart = true; restart; ++restarts) {
+        restart = false;
+        std::set<std::string> nodes;
+        std::map<std::string, size_t> node_bytes;
+        bool per_node = false;
+        for (size_t i = 0; i < all.size(); ++i) {
+            const Op& op = all[i];
+            const std::string& node = client.owner_of(op.hash).id;
+            nodes.insert(node);
+            // The rows read ride along to be checked: a DELETE of large values sends them all.
+            node_bytes[node] += cluster::encode_msgpack(op.body).size() +
+                                (i < expects.size() && !expects[i].is_null() ? cluster::encode_msgpack(expects[i]).size() : 0);
+            if (op.after_insert >= 0) {
+                const json* mode = cluster::optional_field(all[static_cast<size_t>(op.after_insert)].body, "mode");
+                per_node = per_node || (mode && *mode == "ignore");
+            }
+            per_node = per_node || op.or_fail;
+        }
+        // Stay atomic per node: a key moved by UPDATE OR IGNORE (deleted only
+        // if its insert wrote it, which the nodes learn one after the other),
+        // OR FAIL (which keeps what was written before the failing row), and
+        // more than one request's worth of changes for a node.
+        for (const auto& [node, bytes] : node_bytes) per_node = per_node || bytes > kMaxBatchBytes;
+        if (c.key_value && nodes.size() > 1 && !per_node) {
+            commit_across_nodes(client, c, all, expects, table_name);
+            return;
+        }
+        failure = send(client, c, all, first, changes, committed, failure_code, expects.empty() ? nullptr : &expects,
+                       c.key_value && nodes.size() == 1 && restarts < client.settings().retries ? &restart : nullptr);
+    }
     if (failure.empty() && !moves.empty()) {
         std::vector<size_t> deletes;
         for (size_t i : moves) {
             if (changes[static_cast<size_t>(all[i].after_insert)] > 0) deletes.push_back(i);
         }
-        failure = send(client, c, all, deletes, changes, committed, failure_code);
+        failure = send(client, c, all, deletes, changes, committed, failure_code, expects.empty() ? nullptr : &expects);
     }
     if (failure.empty()) return;
+    failure = sql_message(failure, failure_code, c, table_name);
+    if (!committed.empty()) {
+        std::string nodes;
+        for (const std::string& n : committed) nodes += (nodes.empty() ? "" : ", ") + n;
+        failure += " (the writes to node" + std::string(committed.size() > 1 ? "s " : " ") + nodes +
+                   " were committed: writes across nodes are atomic per node only)";
+    }
+    throw sqlite::Error(failure_code, failure);
+}
+
+std::string ClusterWrites::sql_message(std::string failure, int code, const store::Collection& c,
+                                       const std::string& table_name) {
     // A node's constraint message as SQLite's own: without the batch position
     // and the code the node appends.
-    if (failure_code == SQLITE_CONSTRAINT) {
+    if (code == SQLITE_CONSTRAINT) {
         if (failure.rfind("ops[", 0) == 0 && failure.find("]: ") != std::string::npos) failure.erase(0, failure.find("]: ") + 3);
         if (size_t paren = failure.rfind(" ("); paren != std::string::npos && failure.back() == ')' &&
             failure.find_first_not_of("0123456789", paren + 2) == failure.size() - 1) {
@@ -204,13 +313,7 @@ void ClusterWrites::flush(cluster::ClusterClient& client, const store::Collectio
     for (size_t at = failure.find(own); at != std::string::npos; at = failure.find(own, at + table_name.size() + 1)) {
         failure.replace(at, own.size(), table_name + ".");
     }
-    if (!committed.empty()) {
-        std::string nodes;
-        for (const std::string& n : committed) nodes += (nodes.empty() ? "" : ", ") + n;
-        failure += " (the writes to node" + std::string(committed.size() > 1 ? "s " : " ") + nodes +
-                   " were committed: writes across nodes are atomic per node only)";
-    }
-    throw sqlite::Error(failure_code, failure);
+    return failure;
 }
 
 void ClusterWrites::savepoint(int level) {

@@ -607,6 +607,15 @@ void start(Cursor* cursor) {
     count_row(cursor);
 }
 
+// Whether a cluster scan reads one key of the key-value table that no
+// buffered write touches: then it cannot miss the transaction's own writes.
+bool reads_unwritten_key(Table& table, const QueryPlan& plan, sqlite3_value** argv) {
+    if (!table.collection.key_value || plan.route != QueryPlan::Route::kShardEq || plan.route_arg < 0) return false;
+    sqlite3_value* key = argv[plan.route_arg];
+    if (sqlite3_value_type(key) == SQLITE_NULL) return true;
+    return !table.cluster_writes.touches(store::hash_key_as(key, table.collection.shard_affinity()));
+}
+
 // xFilter: argv as the plan's argvIndex assignments made them.
 int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, sqlite3_value** argv) {
     auto* cursor = static_cast<Cursor*>(base);
@@ -619,15 +628,22 @@ int table_filter(sqlite3_vtab_cursor* base, int plan_id, const char*, int argc, 
         cursor->plan = &table->plans[static_cast<size_t>(plan_id)];
         const QueryPlan& plan = *cursor->plan;
         if (table->cluster) {
-            if (!table->cluster_writes.empty()) {
+            if (!table->cluster_writes.empty() && !reads_unwritten_key(*table, plan, argv)) {
                 throw std::invalid_argument("table " + table->name +
                                             " is read after being written in the same transaction (or statement): a "
                                             "cluster table sends its writes at COMMIT, so it cannot read them before "
-                                            "(transactions across nodes come with replication)");
+                                            "(reading one key of the key-value table that the transaction did not "
+                                            "write is allowed)");
             }
             prepare_interrupt_probe(table);
+            ClusterScan::ReadObserver observe;
+            if (table->cluster_writes.recording()) {
+                observe = [table](const store::OwnedValue& pk, const store::OwnedValue& value) {
+                    table->cluster_writes.record_read(pk, value);
+                };
+            }
             cursor->remote = std::make_unique<ClusterScan>(*table->cluster, table->collection, plan, argv,
-                                                           [table] { return user_interrupted(table); });
+                                                           [table] { return user_interrupted(table); }, std::move(observe));
             cursor->eof = cursor->remote->eof();
             return SQLITE_OK;
         }
@@ -746,7 +762,7 @@ Table* cluster_table(sqlite3_vtab* vtab) {
 int table_begin(sqlite3_vtab* vtab) {
     return guarded(vtab, [&] {
         if (Table* t = cluster_table(vtab)) {
-            t->cluster_writes.clear();
+            t->cluster_writes.begin();
             return SQLITE_OK;
         }
         store_of(vtab).begin_transaction();
@@ -769,6 +785,7 @@ int table_commit(sqlite3_vtab* vtab) {
     return guarded(vtab, [&] {
         if (Table* t = cluster_table(vtab)) {
             t->cluster_writes.flush(*t->cluster, t->collection, t->name);  // no-op unless xSync was skipped
+            t->cluster_writes.end();
             return SQLITE_OK;
         }
         store_of(vtab).commit_all();  // no-op unless xSync was skipped
@@ -780,7 +797,7 @@ int table_commit(sqlite3_vtab* vtab) {
 int table_rollback(sqlite3_vtab* vtab) {
     return guarded(vtab, [&] {
         if (Table* t = cluster_table(vtab)) {
-            t->cluster_writes.clear();
+            t->cluster_writes.end();
             return SQLITE_OK;
         }
         store_of(vtab).rollback_all();

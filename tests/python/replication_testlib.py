@@ -86,7 +86,7 @@ class ReplCluster:
     through it."""
 
     def __init__(self, size, replication, ack=None, probe_interval_ms=100, probe_timeout_ms=300,
-                 fail_threshold=3, replication_timeout_ms=2000):
+                 fail_threshold=3, replication_timeout_ms=2000, extra=()):
         # AERIALS_KEEP_FAULT_DIRS=1 keeps the roots and logs for a post-mortem.
         self.keep = bool(os.environ.get("AERIALS_KEEP_FAULT_DIRS"))
         self.tmp = None if self.keep else tempfile.TemporaryDirectory(prefix="aerials-repl-")
@@ -96,7 +96,7 @@ class ReplCluster:
         node_flags = ["--threads", str(NODE_THREADS),
                          "--probe-interval-ms", str(probe_interval_ms), "--probe-timeout-ms", str(probe_timeout_ms),
                          "--fail-threshold", str(fail_threshold),
-                         "--replication-timeout-ms", str(replication_timeout_ms)]
+                         "--replication-timeout-ms", str(replication_timeout_ms)] + list(extra)
         create_flags = ["--replication", str(replication)] + (["--ack", ack] if ack else [])
         self.nodes = [Node(self.workdir, "n0", extra=node_flags + create_flags)]
         for i in range(1, size):
