@@ -2,9 +2,9 @@
 
 #include <algorithm>
 #include <fstream>
-#include <random>
 #include <sstream>
 
+#include "cluster/random_hex.h"
 #include "cluster/slots.h"
 #include "cluster/wire_values.h"
 #include "sqlite/database.h"
@@ -14,13 +14,6 @@ namespace aerials::cluster {
 namespace {
 
 constexpr const char* kMsgpack = "application/msgpack";
-
-std::string hex16(uint64_t v) {
-    static const char* digits = "0123456789abcdef";
-    std::string out(16, '0');
-    for (int i = 15; i >= 0; --i, v >>= 4) out[static_cast<size_t>(i)] = digits[v & 15];
-    return out;
-}
 
 }  // namespace
 
@@ -59,10 +52,8 @@ std::string read_token_file(const std::string& path) {
     return token.substr(b, e - b + 1);
 }
 
-ClusterClient::ClusterClient(ClusterSettings settings) : settings_(std::move(settings)), http_(settings_.http) {
-    std::random_device rd;
-    trace_prefix_ = hex16((uint64_t(rd()) << 32) | rd()).substr(0, 8);
-}
+ClusterClient::ClusterClient(ClusterSettings settings)
+    : settings_(std::move(settings)), http_(settings_.http), trace_prefix_(random_hex(8)) {}
 
 const ClusterMap& ClusterClient::map() {
     if (!have_map_) refresh_map();

@@ -96,6 +96,16 @@ std::vector<std::string> ClusterMap::primaries_by_slot() const {
     return out;
 }
 
+std::vector<char> ClusterMap::primary_slots_of(const std::string& id) const {
+    std::vector<char> mask(slots, 0);
+    for (const SlotRange& r : assignment) {
+        const NodeEntry* p = primary_of(r.first);
+        if (!p || p->id != id) continue;
+        for (uint32_t s = r.first; s < r.end && s < slots; ++s) mask[s] = 1;
+    }
+    return mask;
+}
+
 const NodeEntry* ClusterMap::node(const std::string& id) const {
     for (const NodeEntry& n : nodes) {
         if (n.id == id) return &n;

@@ -85,6 +85,8 @@ struct ClusterMap {
     int required_acks(uint32_t slot) const;
     // The primary's id for every slot ("" where no replica is writable).
     std::vector<std::string> primaries_by_slot() const;
+    // Per slot, non-zero where node `id` is the primary (a scan's slot filter).
+    std::vector<char> primary_slots_of(const std::string& id) const;
 
     nlohmann::json to_json() const;
     // Checks everything a map promises (known states, ranges that cover every

@@ -4,21 +4,12 @@
 #include <future>
 #include <cstdio>
 #include <iostream>
-#include <random>
 
 namespace aerials::server {
 
 int64_t now_ms() {
     return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::system_clock::now().time_since_epoch())
         .count();
-}
-
-std::string random_hex(size_t digits) {
-    static thread_local std::mt19937_64 engine{std::random_device{}()};
-    static const char* hex = "0123456789abcdef";
-    std::string out;
-    for (size_t i = 0; i < digits; ++i) out.push_back(hex[engine() & 15]);
-    return out;
 }
 
 void log_line(const nlohmann::json& entry) {

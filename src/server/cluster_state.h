@@ -11,6 +11,7 @@
 #include <string>
 
 #include "cluster/cluster_map.h"
+#include "cluster/random_hex.h"
 #include "server/peer_client.h"
 #include "sqlite/database.h"
 
@@ -87,7 +88,7 @@ private:
 };
 
 int64_t now_ms();
-std::string random_hex(size_t digits);
+using cluster::random_hex;
 // One JSON object per line on stdout, whole lines only.
 void log_line(const nlohmann::json& entry);
 

@@ -24,13 +24,6 @@ store::OwnedValue blob(std::string bytes) {
     return v;
 }
 
-store::OwnedValue text(std::string bytes) {
-    store::OwnedValue v;
-    v.type = SQLITE_TEXT;
-    v.bytes = std::move(bytes);
-    return v;
-}
-
 // Intents sort by transaction under their key: "\0aerials\0i" + txn + the
 // record's subkey as MessagePack.
 const std::string kIntentPrefix = kReservedPrefix + "i";
@@ -85,10 +78,6 @@ std::vector<Intent> intents_under(Session& s, const store::OwnedValue& key, cons
     return out;
 }
 
-bool same(const store::OwnedValue& a, const store::OwnedValue& b) {
-    return a.type == b.type && a.integer == b.integer && a.bytes == b.bytes && (a.type != SQLITE_FLOAT || a.real == b.real);
-}
-
 std::string shown(const store::OwnedValue& v) {
     switch (v.type) {
         case SQLITE_INTEGER: return std::to_string(v.integer);
@@ -99,14 +88,24 @@ std::string shown(const store::OwnedValue& v) {
     }
 }
 
-KvKey record_of(const std::string& txn) { return {txn_record_key(txn), text("")}; }
+// The decision record of `txn`.
+KvKey record_of(const std::string& txn) { return {blob(cluster::txn_record_key_bytes(txn)), empty_subkey()}; }
+
+// "NOT <column> starts with the reserved prefix". length() first: substr()
+// of an empty blob is NULL, and NOT NULL would hide the record.
+std::string not_reserved(const std::string& column) {
+    static const char* const hex = "0123456789abcdef";
+    std::string literal = "X'";
+    for (unsigned char c : kReservedPrefix) literal += {hex[c >> 4], hex[c & 15]};
+    literal += "'";
+    std::string n = std::to_string(kReservedPrefix.size());
+    return "NOT (typeof(" + column + ") = 'blob' AND length(" + column + ") >= " + n + " AND substr(" + column +
+           ", 1, " + n + ") = " + literal + ")";
+}
 
 }  // namespace
 
-// length() first: substr() of an empty blob is NULL, and NOT NULL would hide it.
-const char* const kNotReservedSql =
-    "NOT (typeof(key) = 'blob' AND length(key) >= 9 AND substr(key, 1, 9) = X'0061657269616c7300') AND "
-    "NOT (typeof(subkey) = 'blob' AND length(subkey) >= 9 AND substr(subkey, 1, 9) = X'0061657269616c7300')";
+const std::string kNotReservedSql = not_reserved("key") + " AND " + not_reserved("subkey");
 
 bool is_reserved(const store::OwnedValue& v) { return v.type == SQLITE_BLOB && v.bytes.rfind(kReservedPrefix, 0) == 0; }
 
@@ -126,14 +125,12 @@ std::string txn_id_field(const json& request) {
     return txn->get<std::string>();
 }
 
-store::OwnedValue txn_record_key(const std::string& txn) { return blob(cluster::txn_record_key_bytes(txn)); }
-
 void refuse_locked(Session& s, const std::vector<KvKey>& keys, const std::string& own_txn) {
     std::vector<const store::OwnedValue*> seen;
     for (const KvKey& k : keys) {
         if (k.key.type == SQLITE_NULL) continue;
         bool done = false;
-        for (const store::OwnedValue* v : seen) done = done || same(*v, k.key);
+        for (const store::OwnedValue* v : seen) done = done || same_value(*v, k.key);
         if (done) continue;
         seen.push_back(&k.key);
         json found = s.query("SELECT subkey FROM temp.aerials_kv WHERE key = ?1 AND subkey >= ?2 AND subkey < ?3",
@@ -152,7 +149,7 @@ void refuse_locked(Session& s, const std::vector<KvKey>& keys, const std::string
 void check_expected(Session& s, const std::vector<KvState>& expect) {
     for (const KvState& e : expect) {
         std::vector<KvState> now = read_states(s, {KvKey{e.key, e.subkey}});
-        bool unchanged = now.size() == 1 && now[0].present == e.present && (!e.present || same(now[0].value, e.value));
+        bool unchanged = now.size() == 1 && now[0].present == e.present && (!e.present || same_value(now[0].value, e.value));
         if (!unchanged) {
             throw HttpError(503, "busy",
                             "the record with key " + shown(e.key) +
@@ -186,11 +183,10 @@ json txn_prepare(NodeContext& node, Session& s, const std::string& txn, const st
         }
         s.database().exec("ROLLBACK TO aerials_prepare; RELEASE aerials_prepare");
         int64_t now = now_ms();
-        for (const KvState& st : after) {
-            s.run("INSERT OR REPLACE INTO temp.aerials_kv(key, subkey, value) VALUES (?1, ?2, ?3)",
-                  {st.key, intent_subkey(txn, st.subkey), intent_value(st, now)});
-        }
-        intents = after.size();
+        std::vector<KvState> records;
+        for (const KvState& st : after) records.push_back({st.key, intent_subkey(txn, st.subkey), intent_value(st, now), true});
+        apply_states(s, records);
+        intents = records.size();
         return out;
     });
     if (node.txn_sweeper) node.txn_sweeper->note_intents();
@@ -203,7 +199,9 @@ size_t txn_resolve(NodeContext& node, Session& s, const std::string& txn, bool c
     for (const store::OwnedValue& key : keys) {
         for (Intent& in : intents_under(s, key, txn)) {
             bool seen = false;
-            for (const Intent& f : found) seen = seen || (same(f.record.key, in.record.key) && same(f.record.subkey, in.record.subkey));
+            for (const Intent& f : found) {
+                seen = seen || (same_value(f.record.key, in.record.key) && same_value(f.record.subkey, in.record.subkey));
+            }
             if (!seen) found.push_back(std::move(in));
         }
     }
@@ -219,7 +217,7 @@ size_t txn_resolve(NodeContext& node, Session& s, const std::string& txn, bool c
             // Under the records' stripes: another resolver may have been first.
             std::vector<KvState> still = read_states(s, {in.record});
             if (still.empty() || !still[0].present) continue;
-            s.run("DELETE FROM temp.aerials_kv WHERE key = ?1 AND subkey = ?2", {in.record.key, in.record.subkey});
+            apply_states(s, {KvState{in.record.key, in.record.subkey, {}, false}});
             if (commit) apply_states(s, {in.after});
             ++n;
         }
@@ -238,11 +236,14 @@ std::string txn_decide(NodeContext& node, Session& s, const std::string& txn, co
         std::vector<KvState> now = read_states(s, {record});
         bool present = now.size() == 1 && now[0].present;
         if (proposal == "forget") {
-            if (present) s.run("DELETE FROM temp.aerials_kv WHERE key = ?1 AND subkey = ?2", {record.key, record.subkey});
+            apply_states(s, {KvState{record.key, record.subkey, {}, false}});
             return json("");
         }
         if (present) return json(now[0].value.bytes);
-        s.run("INSERT INTO temp.aerials_kv(key, subkey, value) VALUES (?1, ?2, ?3)", {record.key, record.subkey, text(proposal)});
+        store::OwnedValue decision;
+        decision.type = SQLITE_TEXT;
+        decision.bytes = proposal;
+        apply_states(s, {KvState{record.key, record.subkey, decision, true}});
         return json(proposal);
     });
     return decided.get<std::string>();
@@ -296,15 +297,12 @@ bool TxnSweeper::sweep() {
     if (!node_.cluster.ready()) return false;
     cluster::ClusterMap map = *node_.cluster.map();
     const std::string& self = node_.cluster.node_id();
-    std::vector<std::string> primaries = map.primaries_by_slot();
-    std::vector<char> mask(map.slots, 0);
-    for (uint32_t slot = 0; slot < map.slots; ++slot) mask[slot] = primaries[slot] == self;
-    std::string trace = "txnsweep" + std::to_string(now_ms() % 100000000);
+    std::string trace = "txn-sweep-" + random_hex(8);
     // Per transaction: its keys here and its oldest intent.
     std::map<std::string, std::pair<std::vector<store::OwnedValue>, int64_t>> pending;
     {
         auto s = node_.store.session();
-        s->set_slot_filter(mask);
+        s->set_slot_filter(map.primary_slots_of(self));
         json found = s->query(
             "SELECT key, subkey, value FROM temp.aerials_kv WHERE subkey >= ?1 AND subkey < ?2 AND aerials_in_slots(key)",
             {blob(kIntentPrefix), blob(kIntentEnd)});
@@ -327,8 +325,7 @@ bool TxnSweeper::sweep() {
         try {
             std::string decision;
             auto s = node_.store.session();
-            KvKey record = record_of(txn);
-            uint32_t home_slot = cluster::slot_of(s->hash_of("", record.key), map.slots);
+            uint32_t home_slot = cluster::slot_of(cluster::txn_home_hash(txn), map.slots);
             const cluster::NodeEntry* home = map.primary_of(home_slot);
             if (!home) throw std::runtime_error("slot " + std::to_string(home_slot) + " has no writable replica");
             if (home->id == self) {

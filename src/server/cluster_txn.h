@@ -43,12 +43,10 @@ bool is_reserved(const store::OwnedValue& v);
 // Throws WireError (`where` names the field) for a reserved key or subkey.
 void refuse_reserved(const KvKey& k, const std::string& where);
 // The SQL condition a scan of the key-value table adds: no reserved records.
-extern const char* const kNotReservedSql;
+extern const std::string kNotReservedSql;
 
 // The request's "txn" field: 16 lowercase hex digits. Throws WireError.
 std::string txn_id_field(const nlohmann::json& request);
-// The key of the decision record of `txn` (its subkey is '').
-store::OwnedValue txn_record_key(const std::string& txn);
 
 // For every write: throws HttpError 503 busy naming the transaction when a
 // key of `keys` holds an intent of a transaction other than `own_txn`.

@@ -8,6 +8,7 @@
 #include <optional>
 
 #include "cluster/slots.h"
+#include "cluster/txn_names.h"
 #include "cluster/wire_values.h"
 #include "server/auth.h"
 #include "server/catch_up.h"
@@ -114,6 +115,8 @@ private:
     // Throws 421 or forwards; returns true when the answer is in `res`.
     bool forward_unless_owned(const httplib::Request& req, httplib::Response& res, store::Hash hash);
     void require_owned(const cluster::ClusterMap& map, store::Hash hash, const std::string& what);
+    // The request's "expect" (records as a transaction read them), each in this node's slots.
+    std::vector<KvState> expected_states(const json& request, const cluster::ClusterMap& map, Session& s);
 
     void kv_point(const httplib::Request&, httplib::Response&, const char* op);
     void kv_batch(const httplib::Request&, httplib::Response&);
@@ -212,6 +215,14 @@ void Api::require_owned(const cluster::ClusterMap& map, store::Hash hash, const 
                             "; send it there (a node forwards single-key requests only)",
                         {{"owner", owner}, {"map", map.to_json()}});
     }
+}
+
+std::vector<KvState> Api::expected_states(const json& request, const cluster::ClusterMap& map, Session& s) {
+    const json* field = cluster::optional_field(request, "expect");
+    if (!field) return {};
+    std::vector<KvState> expect = states_from_wire(*field);
+    for (size_t i = 0; i < expect.size(); ++i) require_owned(map, s.hash_of("", expect[i].key), "expect[" + std::to_string(i) + "]");
+    return expect;
 }
 
 bool Api::forward_unless_owned(const httplib::Request& req, httplib::Response& res, store::Hash hash) {
@@ -339,18 +350,15 @@ void Api::scan(const httplib::Request& req, httplib::Response& res) {
     std::string collection = collection_field(request);
     auto s = node_.store.session();
     // The key-value table's reserved records (transactions across nodes) are never shown.
-    std::string only_primary = collection.empty() ? kNotReservedSql : "";
+    std::string condition = collection.empty() ? kNotReservedSql : "";
     std::optional<cluster::ClusterMap> map = node_.cluster.map();
     if (collection.empty() && map->replication > 1) {
         // The node also holds copies of slots it is a secondary of: a scan
         // over every node must see each record once, from its primary.
-        std::vector<char> mask(map->slots, 0);
-        std::vector<std::string> primaries = map->primaries_by_slot();
-        for (uint32_t slot = 0; slot < map->slots; ++slot) mask[slot] = primaries[slot] == node_.cluster.node_id();
-        s->set_slot_filter(std::move(mask));
-        only_primary += " AND aerials_in_slots(key)";
+        s->set_slot_filter(map->primary_slots_of(node_.cluster.node_id()));
+        condition += " AND aerials_in_slots(key)";
     }
-    BoundSql scan = scan_sql(*s, collection, request, only_primary);
+    BoundSql scan = scan_sql(*s, collection, request, condition);
     if (!stream || !stream->is_boolean() || !stream->get<bool>()) {
         send_msgpack(res, s->query(scan.sql, scan.params));
         return;
@@ -493,11 +501,7 @@ void Api::rows_batch(const httplib::Request& req, httplib::Response& res) {
     }
     std::vector<KvKey> keys = keys_of_row_ops(*s, *ops);
     // A transaction on one node: the records it read must be as it read them.
-    const json* expect_field = cluster::optional_field(request, "expect");
-    std::vector<KvState> expect = expect_field ? states_from_wire(*expect_field) : std::vector<KvState>{};
-    for (size_t i = 0; i < expect.size(); ++i) {
-        require_owned(map, s->hash_of("", expect[i].key), "expect[" + std::to_string(i) + "]");
-    }
+    std::vector<KvState> expect = expected_states(request, map, *s);
     send_msgpack(res, {{"results", replicated_write(node_, *s, keys, t_trace, [&] {
                            refuse_locked(*s, keys);
                            check_expected(*s, expect);
@@ -518,11 +522,7 @@ void Api::txn_prepare(const httplib::Request& req, httplib::Response& res) {
     std::vector<PlannedOp> planned =
         plan_row_batch(*s, "", *ops, [&](store::Hash hash, const std::string& what) { require_owned(map, hash, what); });
     std::vector<KvKey> keys = keys_of_row_ops(*s, *ops);
-    const json* expect_field = cluster::optional_field(request, "expect");
-    std::vector<KvState> expect = expect_field ? states_from_wire(*expect_field) : std::vector<KvState>{};
-    for (size_t i = 0; i < expect.size(); ++i) {
-        require_owned(map, s->hash_of("", expect[i].key), "expect[" + std::to_string(i) + "]");
-    }
+    std::vector<KvState> expect = expected_states(request, map, *s);
     send_msgpack(res, server::txn_prepare(node_, *s, txn, planned, keys, expect, t_trace));
 }
 
@@ -554,7 +554,7 @@ void Api::txn_decide(const httplib::Request& req, httplib::Response& res) {
     std::string proposal = cluster::string_field(request, "decision");
     cluster::ClusterMap map = *node_.cluster.map();
     auto s = node_.store.session();
-    require_owned(map, s->hash_of("", txn_record_key(txn)), "the record of transaction " + txn);
+    require_owned(map, cluster::txn_home_hash(txn), "the record of transaction " + txn);
     send_msgpack(res, {{"decision", server::txn_decide(node_, *s, txn, proposal, t_trace)}});
 }
 

@@ -24,12 +24,6 @@ using nlohmann::json;
 
 const char* kMsgpack = "application/msgpack";
 
-store::OwnedValue empty_subkey() {
-    store::OwnedValue v;
-    v.type = SQLITE_TEXT;  // an omitted or NULL subkey is '', as in SQL
-    return v;
-}
-
 // The position of column `name` (key, subkey) in a request's column list, or -1.
 int column_at(const json& columns, const char* name) {
     if (!columns.is_array()) return -1;
@@ -71,12 +65,18 @@ KvKey key_of_row(const json& columns, const json& row, const KvKey* fallback, co
     return k;
 }
 
+}  // namespace
+
+store::OwnedValue empty_subkey() {
+    store::OwnedValue v;
+    v.type = SQLITE_TEXT;  // an omitted or NULL subkey is '', as in SQL
+    return v;
+}
+
 bool same_value(const store::OwnedValue& a, const store::OwnedValue& b) {
     return a.type == b.type && a.integer == b.integer && a.bytes == b.bytes &&
            (a.type != SQLITE_FLOAT || a.real == b.real);
 }
-
-}  // namespace
 
 KvKey kv_key_of(const json& request, const std::string& where) {
     const json* key = cluster::optional_field(request, "key");

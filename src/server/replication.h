@@ -33,6 +33,11 @@ struct KvState {
     bool present = false;
 };
 
+// '' as a value: the subkey of an omitted or NULL subkey.
+store::OwnedValue empty_subkey();
+// Same type and same value (no SQL conversions).
+bool same_value(const store::OwnedValue& a, const store::OwnedValue& b);
+
 // The (key, subkey) pairs a request writes, taken from the request before it
 // runs. `ops` is the ops array of a row batch or kv batch of the key-value
 // table; throws WireError naming the op.

@@ -310,15 +310,9 @@ void Scrubber::compare_replicas(const cluster::ClusterMap& map) {
     // its catch-up, not the scrub, brings it level.
     const cluster::NodeEntry* self = map.node(me);
     if (!self || self->state != cluster::NodeState::kWrite) return;
-    std::map<std::string, SlotRanges> by_primary;  // slots this node is a secondary of, by primary id
-    for (uint32_t slot = 0; slot < map.slots; ++slot) {
-        if (!map.is_replica(slot, me)) continue;
-        const cluster::NodeEntry* primary = map.primary_of(slot);
-        if (!primary || primary->id == me) continue;
-        add_slot(by_primary[primary->id], slot);
-    }
     std::string trace = "scrub-" + random_hex(8);
-    for (const auto& [primary_id, ranges] : by_primary) {
+    // The slots this node is a secondary of, by primary.
+    for (const auto& [primary_id, ranges] : ranges_by_primary(map, me)) {
         const cluster::NodeEntry* primary = map.node(primary_id);
         std::string body = cluster::encode_msgpack({{"ranges", slot_ranges_to_json(ranges)}});
         PeerReply reply = node_.peers.post(primary->peer_address(), "/v1/replica/digest", body, "application/msgpack", trace,

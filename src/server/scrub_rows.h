@@ -30,7 +30,6 @@ SlotRanges slot_ranges_field(const nlohmann::json& request, uint32_t slots);
 nlohmann::json slot_ranges_to_json(const SlotRanges& ranges);
 // Adds `slot` to `ranges`, extending the last range when it is adjacent.
 void add_slot(SlotRanges& ranges, uint32_t slot);
-bool in_ranges(const SlotRanges& ranges, uint32_t slot);
 
 struct KvDigest {
     std::string hex;  // XXH3-128 over the rows in (key, subkey) order, 32 hex digits

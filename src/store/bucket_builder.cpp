@@ -15,8 +15,6 @@
 namespace aerials::store {
 namespace fs = std::filesystem;
 
-namespace {
-
 void fsync_path(const fs::path& path, int flags) {
     int fd = ::open(path.c_str(), flags | O_CLOEXEC);
     if (fd < 0) throw std::runtime_error("cannot open '" + path.string() + "' to sync it: " + std::strerror(errno));
@@ -25,8 +23,6 @@ void fsync_path(const fs::path& path, int flags) {
     ::close(fd);
     if (rc != 0) throw std::runtime_error("fsync of '" + path.string() + "' failed: " + std::strerror(saved));
 }
-
-}  // namespace
 
 void DurabilityBatch::add_file(const fs::path& file, const std::vector<fs::path>& new_dirs) {
     if (!enabled_) return;

@@ -56,6 +56,10 @@ private:
     std::vector<std::filesystem::path> new_dirs_;  // created for this file
 };
 
+// Opens `path` with `flags` (O_RDONLY for a file; plus O_DIRECTORY for a
+// directory) and fsyncs it; throws naming the path.
+void fsync_path(const std::filesystem::path& path, int flags);
+
 // Makes new files durable: fsyncs each file, then each directory that gained
 // an entry (the file's own, and the parents of directories created for it),
 // each once. Only for files that no SQLite connection of this process has

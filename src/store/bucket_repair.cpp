@@ -1,13 +1,11 @@
 #include "store/bucket_repair.h"
 
 #include <fcntl.h>
-#include <unistd.h>
 
-#include <cerrno>
-#include <cstring>
 #include <stdexcept>
 #include <system_error>
 
+#include "store/bucket_builder.h"
 #include "store/catalog.h"
 
 namespace aerials::store {
@@ -16,14 +14,7 @@ namespace fs = std::filesystem;
 namespace {
 
 // Directories only: a directory descriptor holds no SQLite lock.
-void sync_directory(const fs::path& dir) {
-    int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    if (fd < 0) throw std::runtime_error("cannot open directory '" + dir.string() + "' to sync it: " + std::strerror(errno));
-    int rc = ::fsync(fd);
-    int saved = errno;
-    ::close(fd);
-    if (rc != 0) throw std::runtime_error("fsync of directory '" + dir.string() + "' failed: " + std::strerror(saved));
-}
+void sync_directory(const fs::path& dir) { fsync_path(dir, O_RDONLY | O_DIRECTORY); }
 
 }  // namespace
 

@@ -1,8 +1,8 @@
 // The client's half of a transaction across nodes on the key-value table
 // (src/server/cluster_txn.h has the nodes' half; decision 0012).
 #include <map>
-#include <random>
 
+#include "cluster/random_hex.h"
 #include "cluster/txn_names.h"
 #include "cluster/wire_values.h"
 #include "sqlite/database.h"
@@ -14,31 +14,17 @@ namespace {
 
 using nlohmann::json;
 
-std::string new_txn_id() {
-    static thread_local std::mt19937_64 random{std::random_device{}() ^ (uint64_t(std::random_device{}()) << 32)};
-    static const char* const digits = "0123456789abcdef";
-    uint64_t v = random();
-    std::string id(16, '0');
-    for (int i = 15; i >= 0; --i, v >>= 4) id[static_cast<size_t>(i)] = digits[v & 15];
-    return id;
-}
-
-// The keys (as wire values) an op writes: its _pk's key, and the "key"
-// column of its row (an UPDATE that changes the key within a node has both).
-// Each must be resolved: an intent left behind would be aborted later.
-std::vector<json> keys_of_op(const json& body) {
-    std::vector<json> keys;
-    if (const json* pk = cluster::optional_field(body, "pk"); pk && pk->is_binary()) {
-        std::string bytes(pk->get_binary().begin(), pk->get_binary().end());
-        keys.push_back(cluster::value_to_wire(store::decode_key_value(store::decode_record_id(bytes).key)));
+// Posts each node its body, all at once, and waits for every answer.
+std::vector<std::unique_ptr<cluster::Exchange>> post_each(cluster::ClusterClient& client, const std::string& path,
+                                                          const std::map<std::string, json>& body_of_node) {
+    std::vector<std::unique_ptr<cluster::Exchange>> exchanges;
+    std::vector<cluster::Exchange*> running;
+    for (const auto& [node, body] : body_of_node) {
+        exchanges.push_back(client.post(*client.map().node(node), path, body));
+        running.push_back(exchanges.back().get());
     }
-    if (const json* columns = cluster::optional_field(body, "columns"); columns && columns->is_array()) {
-        for (size_t i = 0; i < columns->size(); ++i) {
-            if ((*columns)[i] == "key") keys.push_back(body.at("row").at(i));
-        }
-    }
-    if (keys.empty()) throw std::logic_error("a key-value op without its key");
-    return keys;
+    client.http().run_all(running);
+    return exchanges;
 }
 
 // Sends the decision proposal to the transaction's home; returns what the
@@ -71,24 +57,19 @@ int64_t resolve(cluster::ClusterClient& client, const std::string& txn, const st
     for (int attempt = 0; !pending.empty(); ++attempt) {
         std::map<std::string, std::vector<size_t>> by_node;
         for (size_t i : pending) by_node[client.owner_of(keys[i].first).id].push_back(i);
-        std::vector<std::unique_ptr<cluster::Exchange>> exchanges;
-        std::vector<std::vector<size_t>*> sent;
-        std::vector<cluster::Exchange*> running;
-        for (auto& [node, list] : by_node) {
-            json wire_keys = json::array();
-            for (size_t i : list) wire_keys.push_back(keys[i].second);
-            exchanges.push_back(client.post(*client.map().node(node), "/v1/txn/resolve",
-                                            {{"txn", txn}, {"decision", decision}, {"keys", wire_keys}}));
-            sent.push_back(&list);
-            running.push_back(exchanges.back().get());
+        std::map<std::string, json> bodies;
+        for (const auto& [node, list] : by_node) {
+            json& body = bodies[node] = {{"txn", txn}, {"decision", decision}, {"keys", json::array()}};
+            for (size_t i : list) body["keys"].push_back(keys[i].second);
         }
-        client.http().run_all(running);
+        std::vector<std::unique_ptr<cluster::Exchange>> exchanges = post_each(client, "/v1/txn/resolve", bodies);
         std::vector<size_t> again;
-        for (size_t g = 0; g < exchanges.size(); ++g) {
+        auto list = by_node.begin();  // the exchanges are in the maps' (same) order
+        for (size_t g = 0; g < exchanges.size(); ++g, ++list) {
             try {
                 resolved += cluster::integer_field(client.answer_of(*exchanges[g]), "resolved", 0);
             } catch (const std::exception&) {
-                again.insert(again.end(), sent[g]->begin(), sent[g]->end());
+                again.insert(again.end(), list->second.begin(), list->second.end());
             }
         }
         if (!again.empty() && attempt >= client.settings().retries) return -1;
@@ -101,27 +82,19 @@ int64_t resolve(cluster::ClusterClient& client, const std::string& txn, const st
 
 void ClusterWrites::commit_across_nodes(cluster::ClusterClient& client, const store::Collection& c, std::vector<Op>& all,
                                         const std::vector<json>& expects, const std::string& table_name) {
-    std::string txn = new_txn_id();
+    std::string txn = cluster::random_hex(16);
     std::vector<std::pair<store::Hash, json>> keys;
-    for (const Op& op : all) {
-        for (json& key : keys_of_op(op.body)) keys.emplace_back(op.hash, std::move(key));
-    }
+    for (const Op& op : all) keys.insert(keys.end(), op.keys.begin(), op.keys.end());
 
     // 1. Prepare: every node checks its part and locks its records.
-    std::map<std::string, std::vector<size_t>> by_node;
-    for (size_t i = 0; i < all.size(); ++i) by_node[client.owner_of(all[i].hash).id].push_back(i);
-    std::vector<std::unique_ptr<cluster::Exchange>> exchanges;
-    std::vector<cluster::Exchange*> running;
-    for (auto& [node, list] : by_node) {
-        json body = {{"txn", txn}, {"ops", json::array()}, {"expect", json::array()}};
-        for (size_t i : list) {
-            body["ops"].push_back(all[i].body);
-            if (i < expects.size() && !expects[i].is_null()) body["expect"].push_back(expects[i]);
-        }
-        exchanges.push_back(client.post(*client.map().node(node), "/v1/txn/prepare", body));
-        running.push_back(exchanges.back().get());
+    std::map<std::string, json> bodies;
+    for (size_t i = 0; i < all.size(); ++i) {
+        json& body = bodies[client.owner_of(all[i].hash).id];
+        if (body.is_null()) body = {{"txn", txn}, {"ops", json::array()}, {"expect", json::array()}};
+        body["ops"].push_back(all[i].body);
+        if (i < expects.size() && !expects[i].is_null()) body["expect"].push_back(expects[i]);
     }
-    client.http().run_all(running);
+    std::vector<std::unique_ptr<cluster::Exchange>> exchanges = post_each(client, "/v1/txn/prepare", bodies);
     std::string failure;
     int code = SQLITE_ERROR;
     int64_t intents = 0;
@@ -144,7 +117,7 @@ void ClusterWrites::commit_across_nodes(cluster::ClusterClient& client, const st
         // the intents that were written go now, or with the nodes' sweepers.
         resolve(client, txn, "abort", keys);
         throw sqlite::Error(code, sql_message(failure, code, c, table_name) + " (transaction " + txn + " across " +
-                                      std::to_string(by_node.size()) + " nodes: nothing was written)");
+                                      std::to_string(bodies.size()) + " nodes: nothing was written)");
     }
     store::crash_point("cluster_txn:after_prepare");
 

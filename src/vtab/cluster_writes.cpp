@@ -50,9 +50,16 @@ json row_of(sqlite3_value** values, size_t n) {
 
 int ClusterWrites::add(cluster::ClusterClient& client, const store::Collection& c, const std::string& table_name,
                        sqlite3* db, sqlite3_value* empty_text, int argc, sqlite3_value** argv, std::string& error) {
+    // The key-value table's keys, as the nodes' transaction intents name them.
+    using Keys = std::vector<std::pair<store::Hash, json>>;
+    auto old_key = [&](const store::RecordId& id) {
+        return c.key_value ? Keys{{store::hash_encoded_key(id.key), cluster::value_to_wire(store::decode_key_value(id.key))}}
+                           : Keys{};
+    };
     if (argc == 1) {
         store::RecordId id = store::decode_record_id(blob_of(argv[0]));
         ops_.push_back({store::hash_encoded_key(id.key), {{"op", "delete"}, {"pk", pk_wire(argv[0])}}});
+        ops_.back().keys = old_key(id);
         return SQLITE_OK;
     }
     std::vector<std::string> names = column_names(c);
@@ -66,30 +73,34 @@ int ClusterWrites::add(cluster::ClusterClient& client, const store::Collection& 
     // An omitted or NULL subkey is the empty subkey, as locally.
     if (c.key_value && sqlite3_value_type(values[1]) == SQLITE_NULL) values[1] = empty_text;
     store::Hash new_hash = store::hash_key_as(shard, c.shard_affinity());
+    Keys new_key = c.key_value ? Keys{{new_hash, cluster::value_to_wire(shard)}} : Keys{};
     int on_conflict = sqlite3_vtab_on_conflict(db);
     bool or_fail = on_conflict == SQLITE_FAIL;
     json columns = names;
     json row = row_of(values.data(), values.size());
+    json insert = {{"op", "insert"}, {"mode", insert_mode(on_conflict)}, {"columns", columns}, {"row", row}};
     if (sqlite3_value_type(argv[0]) == SQLITE_NULL) {
-        ops_.push_back({new_hash, {{"op", "insert"}, {"mode", insert_mode(on_conflict)}, {"columns", columns}, {"row", row}}});
-        ops_.back().or_fail = or_fail;
+        ops_.push_back({new_hash, std::move(insert), -1, or_fail, new_key});
         return SQLITE_OK;
     }
     store::RecordId old_id = store::decode_record_id(blob_of(argv[0]));
     store::Hash old_hash = store::hash_encoded_key(old_id.key);
     if (client.owner_of(old_hash).id == client.owner_of(new_hash).id) {
-        // The node's own table moves the row between its buckets if needed.
+        // The node's own table moves the row between its buckets if needed;
+        // the op writes both keys.
+        Keys keys = old_key(old_id);
+        keys.insert(keys.end(), new_key.begin(), new_key.end());
         ops_.push_back({old_hash,
                         {{"op", "update"}, {"pk", pk_wire(argv[0])}, {"mode", update_mode(on_conflict)}, {"columns", columns},
-                         {"row", row}}});
-        ops_.back().or_fail = or_fail;
+                         {"row", row}},
+                        -1, or_fail, std::move(keys)});
         return SQLITE_OK;
     }
     // The new shard key lives on another node: insert there, then (once the
     // insert is known to have written the row) delete here.
-    ops_.push_back({new_hash, {{"op", "insert"}, {"mode", insert_mode(on_conflict)}, {"columns", columns}, {"row", row}}});
-    ops_.back().or_fail = or_fail;
-    ops_.push_back({old_hash, {{"op", "delete"}, {"pk", pk_wire(argv[0])}}, static_cast<int64_t>(ops_.size() - 1)});
+    ops_.push_back({new_hash, std::move(insert), -1, or_fail, new_key});
+    ops_.push_back({old_hash, {{"op", "delete"}, {"pk", pk_wire(argv[0])}}, static_cast<int64_t>(ops_.size() - 1), false,
+                    old_key(old_id)});
     return SQLITE_OK;
 }
 
@@ -109,8 +120,7 @@ std::string ClusterWrites::send(cluster::ClusterClient& client, const store::Col
         std::map<std::string, size_t> part_bytes;
         for (size_t i : pending) {
             const std::string& node = client.owner_of(all[i].hash).id;
-            size_t bytes = cluster::encode_msgpack(all[i].body).size() +
-                           (expects && !(*expects)[i].is_null() ? cluster::encode_msgpack((*expects)[i]).size() : 0);
+            size_t bytes = all[i].wire_bytes;
             auto& list = parts[node];
             if (list.empty() || (part_bytes[node] + bytes > kMaxBatchBytes && !list.back().empty())) {
                 list.emplace_back();
@@ -247,6 +257,11 @@ void ClusterWrites::flush(cluster::ClusterClient& client, const store::Collectio
     int failure_code = SQLITE_ERROR;
     std::vector<size_t> first, moves;
     for (size_t i = 0; i < all.size(); ++i) (all[i].after_insert < 0 ? first : moves).push_back(i);
+    for (size_t i = 0; i < all.size(); ++i) {
+        // The rows read ride along to be checked: a DELETE of large values sends them all.
+        all[i].wire_bytes = cluster::encode_msgpack(all[i].body).size() +
+                            (i < expects.size() && !expects[i].is_null() ? cluster::encode_msgpack(expects[i]).size() : 0);
+    }
     std::string failure;
     int restarts = 0;
     for (bool restart = true; restart; ++restarts) {
@@ -254,13 +269,10 @@ void ClusterWrites::flush(cluster::ClusterClient& client, const store::Collectio
         std::set<std::string> nodes;
         std::map<std::string, size_t> node_bytes;
         bool per_node = false;
-        for (size_t i = 0; i < all.size(); ++i) {
-            const Op& op = all[i];
+        for (const Op& op : all) {
             const std::string& node = client.owner_of(op.hash).id;
             nodes.insert(node);
-            // The rows read ride along to be checked: a DELETE of large values sends them all.
-            node_bytes[node] += cluster::encode_msgpack(op.body).size() +
-                                (i < expects.size() && !expects[i].is_null() ? cluster::encode_msgpack(expects[i]).size() : 0);
+            node_bytes[node] += op.wire_bytes;
             if (op.after_insert >= 0) {
                 const json* mode = cluster::optional_field(all[static_cast<size_t>(op.after_insert)].body, "mode");
                 per_node = per_node || (mode && *mode == "ignore");

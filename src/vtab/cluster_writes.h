@@ -76,6 +76,10 @@ private:
         // ops_) changed a row. A refused or ignored move deletes nothing.
         int64_t after_insert = -1;
         bool or_fail = false;  // written by INSERT/UPDATE OR FAIL
+        // Key-value table: the keys it writes (wire values), each routed by
+        // its own hash when its transaction's intents are resolved.
+        std::vector<std::pair<store::Hash, nlohmann::json>> keys;
+        size_t wire_bytes = 0;  // its body and its expect as MessagePack, once known (flush)
     };
     // A node's error as SQLite would word it, naming `table_name`.
     static std::string sql_message(std::string failure, int code, const store::Collection& c,
