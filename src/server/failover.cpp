@@ -21,6 +21,28 @@ bool last_writer_of_some_slot(const cluster::ClusterMap& map, const std::string&
     return false;
 }
 
+namespace {
+
+// Makes serving node `id` inactive in `next` at the next epoch and logs
+// `line` with that epoch; refuses (logging `refused_reason`) when it is the
+// last writable replica of a slot. Returns whether the map changed.
+bool make_inactive(cluster::ClusterMap& next, const std::string& id, nlohmann::json line,
+                   const std::string& refused_reason) {
+    cluster::NodeEntry* n = next.node(id);
+    if (!n || (n->state != cluster::NodeState::kWrite && n->state != cluster::NodeState::kRead)) return false;
+    if (last_writer_of_some_slot(next, id)) {
+        log_line({{"event", "failover_impossible"}, {"node", id}, {"reason", refused_reason}});
+        return false;
+    }
+    n->state = cluster::NodeState::kInactive;
+    n->state_epoch = next.epoch + 1;
+    line["epoch"] = next.epoch + 1;
+    log_line(line);
+    return true;
+}
+
+}  // namespace
+
 Failover::Failover(NodeContext& node)
     : node_(node), probes_(node.token, std::chrono::milliseconds(node.config.probe_timeout_ms)) {}
 
@@ -121,16 +143,11 @@ void Failover::probe_round() {
         [&](cluster::ClusterMap& next) {
             bool changed = false;
             for (const std::string& id : failed) {
-                cluster::NodeEntry* n = next.node(id);
-                if (!n || n->state == cluster::NodeState::kInactive) continue;
-                if (last_writer_of_some_slot(next, id)) {
-                    log_line({{"event", "failover_impossible"}, {"node", id}, {"reason", "last writable replica of a slot"}});
-                    continue;
-                }
-                n->state = cluster::NodeState::kInactive;
-                n->state_epoch = next.epoch + 1;
-                log_line({{"event", "node_failed"}, {"node", id}, {"address", n->address}, {"epoch", next.epoch + 1}});
-                changed = true;
+                const cluster::NodeEntry* n = next.node(id);
+                if (!n) continue;
+                changed = make_inactive(next, id, {{"event", "node_failed"}, {"node", id}, {"address", n->address}},
+                                        "last writable replica of a slot") ||
+                          changed;
             }
             for (const std::string& id : recovered) {
                 cluster::NodeEntry* n = next.node(id);
@@ -156,16 +173,8 @@ void Failover::suspect(const std::string& id, const std::string& reason, const s
     }
     node_.cluster.change(
         [&](cluster::ClusterMap& next) {
-            cluster::NodeEntry* n = next.node(id);
-            if (!n || (n->state != cluster::NodeState::kWrite && n->state != cluster::NodeState::kRead)) return false;
-            if (last_writer_of_some_slot(next, id)) {
-                log_line({{"event", "failover_impossible"}, {"node", id}, {"reason", reason}});
-                return false;
-            }
-            n->state = cluster::NodeState::kInactive;
-            n->state_epoch = next.epoch + 1;
-            log_line({{"event", "node_suspected"}, {"node", id}, {"reason", reason}, {"epoch", next.epoch + 1}, {"trace_id", trace_id}});
-            return true;
+            return make_inactive(next, id, {{"event", "node_suspected"}, {"node", id}, {"reason", reason}, {"trace_id", trace_id}},
+                                 reason);
         },
         trace_id);
 }

@@ -148,7 +148,7 @@ int main(int argc, char** argv) {
             return store.bucket_listing(cluster_slots);
         });
         httplib::Server server;
-        NodeContext node{config, token, store, cluster, peers, metrics, replica_peers};
+        NodeContext node{config, token, store, cluster, peers, metrics, replica_peers, {false}, {}};
         Failover failover(node);
         CatchUp catch_up(node);
         node.failover = &failover;
@@ -180,9 +180,10 @@ int main(int argc, char** argv) {
                 if (peer_host == advertised_host) peer_port = port;
             }
         }
+        // Before the peer listener serves: a push or join may arrive at once.
+        cluster.set_push_timeout(std::chrono::milliseconds(config.probe_timeout_ms));
         PeerListener peer_listener(advertised_host, peer_port, [&](httplib::Server& s) { peer_api = configure(s); });
         cluster.set_peer_address(peer_listener.address());
-        cluster.set_push_timeout(std::chrono::milliseconds(config.probe_timeout_ms));
         Scrubber scrubber(node);
 
         if (config.join.empty()) cluster.create_if_missing(config.slots, free_bytes(config.root), config.replication,

@@ -58,8 +58,7 @@ int ClusterWrites::add(cluster::ClusterClient& client, const store::Collection& 
     };
     if (argc == 1) {
         store::RecordId id = store::decode_record_id(blob_of(argv[0]));
-        ops_.push_back({store::hash_encoded_key(id.key), {{"op", "delete"}, {"pk", pk_wire(argv[0])}}});
-        ops_.back().keys = old_key(id);
+        ops_.push_back({store::hash_encoded_key(id.key), {{"op", "delete"}, {"pk", pk_wire(argv[0])}}, -1, false, old_key(id)});
         return SQLITE_OK;
     }
     std::vector<std::string> names = column_names(c);
