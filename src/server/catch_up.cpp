@@ -62,7 +62,10 @@ std::vector<char> slot_mask(uint32_t slots, const std::vector<std::pair<uint32_t
 
 CatchUp::JournalScope::JournalScope(CatchUp& owner) : owner_(owner) {
     std::lock_guard<std::mutex> lock(owner_.journal_mutex_);
-    if (owner_.journaling_++ == 0) owner_.journal_.clear();
+    if (owner_.journaling_++ == 0) {
+        owner_.journal_.clear();
+        owner_.journal_failed_ = false;
+    }
 }
 
 CatchUp::JournalScope::~JournalScope() {
@@ -82,6 +85,11 @@ void CatchUp::note_applied(const std::vector<KvState>& states) {
     std::lock_guard<std::mutex> lock(journal_mutex_);
     if (journaling_ == 0) return;
     for (const KvState& st : states) journal_.insert(identity(st.key, st.subkey));
+}
+
+void CatchUp::note_failed() {
+    std::lock_guard<std::mutex> lock(journal_mutex_);
+    if (journaling_ > 0) journal_failed_ = true;
 }
 
 void CatchUp::loop() {
@@ -118,6 +126,13 @@ bool CatchUp::run(const cluster::ClusterMap& map) {
             log_line({{"event", "catch_up_retry"}, {"node", self}, {"from", primary->address}, {"error", e.what()}});
             // A primary on a newer map: the loop sees it on the next turn.
             node_.cluster.refresh_from(primary->peer_address(), trace);
+            return false;
+        }
+    }
+    {
+        std::lock_guard<std::mutex> lock(journal_mutex_);
+        if (journal_failed_) {
+            log_line({{"event", "catch_up_retry"}, {"node", self}, {"error", "a replicated write failed here during the copy"}});
             return false;
         }
     }

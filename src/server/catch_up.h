@@ -41,6 +41,10 @@ public:
 
     // A replica apply is about to write `states`.
     void note_applied(const std::vector<KvState>& states);
+    // ... and then failed: the journal names records that were not written,
+    // so the copy in progress would keep older values of them. It is not
+    // trusted: the catch-up starts over instead of asking to be activated.
+    void note_failed();
 
     struct CopyCounts {
         int64_t deleted = 0;   // local records the image lacks
@@ -77,6 +81,7 @@ private:
     std::mutex journal_mutex_;
     int journaling_ = 0;  // copies running (a catch-up, a scrub repair)
     std::set<std::string> journal_;  // identities of records written since the catch-up began
+    bool journal_failed_ = false;    // a noted apply failed (note_failed)
     std::atomic<bool> stopping_{false};
     std::mutex wake_mutex_;
     std::condition_variable wake_;

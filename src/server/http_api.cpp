@@ -621,6 +621,7 @@ void Api::replica_apply(const httplib::Request& req, httplib::Response& res) {
         s->database().exec("COMMIT");
     } catch (...) {
         sqlite3_exec(s->db(), "ROLLBACK", nullptr, nullptr, nullptr);
+        if (node_.catch_up) node_.catch_up->note_failed();
         throw;
     }
     send_msgpack(res, {{"applied", states.size()}});

@@ -293,6 +293,28 @@ void replicate_after_commit(NodeContext& node, std::shared_ptr<Plan> plan, int64
 }
 
 
+// Throws 421 wrong_node (nothing is written) unless this node is the primary
+// of every slot of `keys` in `map`, the map the write is sent with. The
+// handler checked with the map of its start; a failover since then must stop
+// the write here: replicas at the new epoch would take it from a node that is
+// no longer primary, interleaved with the new primary's writes of the records.
+void require_primary(NodeContext& node, Session& s, const cluster::ClusterMap& map, const std::vector<KvKey>& keys) {
+    const std::string& self = node.cluster.node_id();
+    std::set<uint32_t> seen;
+    for (const KvKey& k : keys) {
+        if (k.key.type == SQLITE_NULL) continue;
+        uint32_t slot = cluster::slot_of(s.hash_of("", k.key), map.slots);
+        if (!seen.insert(slot).second) continue;
+        const cluster::NodeEntry* primary = map.primary_of(slot);
+        if (primary && primary->id == self) continue;
+        throw HttpError(421, "wrong_node",
+                        "slot " + std::to_string(slot) + " is served by node " + (primary ? primary->id : std::string("none")) +
+                            " since epoch " + std::to_string(map.epoch) + ": nothing was written; route with the map in "
+                            "this answer",
+                        {{"owner", primary ? primary->id : std::string("")}, {"map", map.to_json()}});
+    }
+}
+
 // Throws 503 unavailable when a slot of `keys` has fewer writable replicas
 // than a write needs: sending it would only leave copies to undo.
 void check_available(NodeContext& node, Session& s, const cluster::ClusterMap& map, const std::vector<KvKey>& keys) {
@@ -399,10 +421,11 @@ json compute(Session& s, const std::vector<KvKey>& keys, const std::function<jso
 json replicated_write(NodeContext& node, Session& s, const std::vector<KvKey>& keys, const std::string& trace_id,
                       const std::function<json()>& write) {
     std::shared_lock<WriteGate> gate(node.write_gate);
-    cluster::ClusterMap map = *node.cluster.map();
     // Also without replication: a transaction's lock check and its intents
     // (cluster_txn.h) must not interleave with another write of the records.
     auto stripes = key_stripes().lock(s, keys);
+    cluster::ClusterMap map = *node.cluster.map();
+    require_primary(node, s, map, keys);
     if (map.replication == 1 || map.ack == cluster::AckMode::kAsync) {
         s.database().exec("BEGIN");
         json result;
